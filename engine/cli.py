@@ -1,0 +1,63 @@
+"""`tuner`: the engine's standalone commands. Each subcommand lives in its own module and is
+imported only when run, so `tuner check` and `tuner hardware` never load torch."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand → (module, function); the function takes the parsed args and returns an exit code.
+COMMANDS = {
+    "check": ("tuner.engine.check", "command"),
+    "hardware": ("tuner.engine.hardware", "command"),
+    "presets": ("tuner.presets", "command"),
+    "train": ("tuner.engine.runner", "command"),
+    "demo": ("tuner.engine.demo", "command"),
+    "tiny": ("tuner.engine.tiny", "command"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tuner", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="validate a config folder (config.json, multidatabackend.json, prompt library)")
+    p.add_argument("path", help="a config folder or a config.json / config.toml")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+
+    p = sub.add_parser("hardware", help="show the GPUs, RAM, CPUs and free disk this machine has")
+    p.add_argument("--path", default=".", help="where to measure free disk (default: here)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("presets", help="list the shipped presets, ranked for this machine")
+    p.add_argument("--family", help="only presets for this model_family")
+    p.add_argument("--vram-gb", type=float, help="plan for GPUs with this much VRAM instead of the detected ones")
+    p.add_argument("--gpus", type=int, help="plan for this many GPUs")
+    p.add_argument("--show", metavar="NAME", help="print one preset's file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("train", help="run a config folder (or a job directory) in this terminal")
+    p.add_argument("path", help="a config folder, a config.json, or a job directory")
+    p.add_argument("--plain", action="store_true", help="print log lines instead of the live display")
+
+    p = sub.add_parser("demo", help="train the built-in tiny Sana on a generated dataset and watch it")
+    p.add_argument("--dir", default="demo-runs/sana-tiny", help="where the demo writes (default: %(default)s)")
+    p.add_argument("--steps", type=int, help="override max_train_steps")
+    p.add_argument("--plain", action="store_true", help="print log lines instead of the live display")
+    p.add_argument("--no-daemon", action="store_true", help="train in this process instead of through tunerd")
+
+    p = sub.add_parser("tiny", help="build a tiny model of a family from config (for tests and demos)")
+    p.add_argument("family", choices=["sana"], help="model family")
+    p.add_argument("out", help="folder to write the diffusers-format model to")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, func = COMMANDS[args.command]
+    module = importlib.import_module(module_name)
+    return int(getattr(module, func)(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The one small protocol every model family implements; the training loop knows nothing else.
+
+A family loads its components (hub id or local diffusers folder), turns prompts into cacheable
+text embeddings, pixels into normalised latents, makes a prediction for the flow-matching
+objective, and builds the validation pipeline. Families live in sana.py, sd3.py, sanavideo.py.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from tuner.engine.config import TrainConfig
+
+# Called by the validation sampler after inference step `k` of `n` with the current latents.
+StepCallback = Callable[[int, int, "torch.Tensor"], None]
+
+
+class ModelFamily(Protocol):
+    """What the engine needs from a model family. Tensors returned for caching live on the CPU."""
+
+    name: ClassVar[str]            # the `model_family` value: "sana", "sd3", "sanavideo"
+    pixel_alignment: int           # image sides must be multiples of this (VAE factor × patch)
+    latent_channels: int
+
+    # --- loading -------------------------------------------------------------------------
+    def __init__(self, cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtype) -> None: ...
+    def load_text_encoders(self) -> None: ...
+    def unload_text_encoders(self) -> None:
+        """Free the text encoders once every prompt is cached (they are reloaded for validation of new prompts)."""
+    def load_vae(self) -> None: ...
+    def load_transformer(self) -> torch.nn.Module:
+        """Load the denoiser in the training dtype; it is the module the loop trains."""
+    def fingerprint(self) -> str:
+        """A short string that changes when the weights or the encoding settings change (cache keys)."""
+
+    # --- encoding (cached) -----------------------------------------------------------------
+    def encode_prompts(self, prompts: list[str]) -> list[dict[str, torch.Tensor]]:
+        """One dict of CPU tensors per prompt, without a batch dimension, ready to save."""
+    def empty_prompt(self) -> dict[str, torch.Tensor]:
+        """The unconditional embedding used for caption dropout (same layout as encode_prompts)."""
+    def collate_text(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Stack cached prompt embeddings into a batch."""
+    def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels (B, 3, H, W) in [-1, 1] → latents already scaled/shifted for training, on the CPU."""
+
+    # --- training ------------------------------------------------------------------------
+    def predict(self, model: torch.nn.Module, noisy_latents: torch.Tensor, sigmas: torch.Tensor,
+                text: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's output for noisy latents at noise levels `sigmas` (B,) in [0, 1]."""
+
+    # --- validation and export -------------------------------------------------------------
+    def generate(self, model: torch.nn.Module, text: dict[str, torch.Tensor],
+                 negative_text: dict[str, torch.Tensor], width: int, height: int, steps: int,
+                 guidance: float, seed: int, on_step: StepCallback | None = None) -> list[Image.Image]:
+        """Sample with the family's pipeline around `model` (the trained or EMA weights).
+
+        `text` / `negative_text` come from encode_prompts (cached before the text encoders were
+        unloaded), so validation never needs the text encoders resident.
+        """
+    def decode_preview(self, latents: torch.Tensor) -> Image.Image:
+        """A cheap decode of in-progress sampling latents for a preview frame."""
+    def save_pipeline(self, model: torch.nn.Module, folder: Path) -> None:
+        """Write a diffusers-format pipeline folder with the trained weights."""
+
+
+def family_class(name: str) -> type[Any]:
+    """The class that implements `model_family: name`."""
+    if name == "sana":
+        from tuner.engine.models.sana import SanaFamily
+        return SanaFamily
+    raise ValueError(f"model_family {name!r} has no engine yet")
