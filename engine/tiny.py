@@ -1,0 +1,154 @@
+"""Build a tiny, deterministic Sana in diffusers format from config, for tests and the demo.
+
+The folder has exactly the layout `SanaPipeline.save_pretrained` writes, so the engine loads it
+through the same `from_pretrained` path as a real model. Nothing is downloaded: the Gemma
+tokenizer is built from an in-memory vocabulary (caption words + every printable ASCII
+character + byte fallback, so any text tokenizes).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import string
+import tempfile
+import time
+from pathlib import Path
+
+# Bump when anything below changes the weights or layout: it is part of every cache key.
+TINY_SANA_VERSION = 1
+MARKER = "tiny.json"
+_PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+
+# Words the demo's captions use, so they become one token each instead of a run of characters.
+_WORDS = """
+a an the photo photograph picture image drawing painting render illustration of on in with and
+at to by near over under above below beside left right top bottom center centre middle corner
+red green blue yellow orange purple pink white black gray grey brown cyan magenta violet gold
+silver dark light bright pale colourful colorful colour color colours colors
+circle circles square squares triangle triangles star stars ring rings cross dot dots stripe
+stripes rectangle diamond hexagon shape shapes line lines disc blob
+small large big tiny huge simple plain solid flat striped smooth textured blurry sharp
+background foreground scene one two three four many single pair
+cat dog tree house sky sun moon flower car person face water grass
+""".split()
+
+GEMMA_HIDDEN = 16
+TRANSFORMER = dict(in_channels=4, out_channels=4, num_layers=2, num_attention_heads=2,
+                   attention_head_dim=16, num_cross_attention_heads=2, cross_attention_head_dim=16,
+                   cross_attention_dim=32, caption_channels=GEMMA_HIDDEN, mlp_ratio=2.5,
+                   sample_size=32, patch_size=1)
+VAE = dict(in_channels=3, latent_channels=4, attention_head_dim=2,
+           encoder_block_types=("ResBlock", "EfficientViTBlock"),
+           decoder_block_types=("ResBlock", "EfficientViTBlock"),
+           encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+           encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)),
+           encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1),
+           downsample_block_type="conv", upsample_block_type="interpolate",
+           decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41407)
+
+
+def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A Gemma-style BPE vocabulary: specials, 256 byte pieces, characters, then whole caption words."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    # Hand-written merge chains for several words clash (the "le" of "left" splits "circle"), so
+    # the merges are learned by the BPE trainer, one "▁word" unit at a time: merges never cross
+    # a "▁", hence Gemma's whole-string BPE gives every listed word one token.
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.normalizer = normalizers.Replace(" ", "▁")
+    bpe.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+    alphabet = list("▁" + string.ascii_letters + string.digits + string.punctuation)
+    trainer = trainers.BpeTrainer(vocab_size=100_000, min_frequency=1, initial_alphabet=alphabet,
+                                  limit_alphabet=len(alphabet), show_progress=False)
+    # Gemma has no prefix space: a word is "▁red" after a space and "red" at the start.
+    bpe.train_from_iterator(_WORDS + [" " + word for word in _WORDS], trainer)
+    learned = json.loads(bpe.to_str())["model"]
+
+    vocab: dict[str, int] = {}
+    for special in ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>"):
+        vocab[special] = len(vocab)
+    for byte in range(256):
+        vocab[f"<0x{byte:02X}>"] = len(vocab)
+    for piece, _ in sorted(learned["vocab"].items(), key=lambda item: item[1]):
+        vocab.setdefault(piece, len(vocab))
+    merges = [tuple(pair) for pair in learned["merges"]]
+    return vocab, merges
+
+
+def tiny_tokenizer():
+    """The GemmaTokenizer of the tiny model, built without any download."""
+    from transformers import GemmaTokenizer
+
+    vocab, merges = _vocab_and_merges()
+    return GemmaTokenizer(vocab=vocab, merges=merges, model_max_length=8192, add_bos_token=True)
+
+
+def _marker(seed: int) -> dict:
+    return {"builder": "tuner.engine.tiny", "family": "sana", "version": TINY_SANA_VERSION, "seed": seed}
+
+
+def is_complete(out: Path, seed: int = 0) -> bool:
+    """Whether `out` already holds this builder version's tiny Sana for `seed`."""
+    marker = out / MARKER
+    if not marker.is_file() or not (out / "model_index.json").is_file():
+        return False
+    try:
+        found = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return found == _marker(seed) and all((out / part).is_dir() for part in _PARTS)
+
+
+def build_tiny_sana(out: Path, seed: int = 0) -> Path:
+    """Write the tiny Sana to `out` (skipped when a complete one for this seed is there) and return `out`."""
+    out = Path(out)
+    if is_complete(out, seed):
+        return out
+
+    import torch
+    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model
+
+    tokenizer = tiny_tokenizer()
+    # Each component gets its own seed so changing one part's size leaves the others' weights alone.
+    torch.manual_seed(seed)
+    text_encoder = Gemma2Model(Gemma2Config(
+        vocab_size=len(tokenizer), hidden_size=GEMMA_HIDDEN, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=8192,
+        pad_token_id=0, eos_token_id=1, bos_token_id=2, attn_implementation="eager"))
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderDC(**VAE)
+    torch.manual_seed(seed + 2)
+    transformer = SanaTransformer2DModel(**TRANSFORMER)
+    scheduler = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                            flow_shift=3.0)
+    pipe = SanaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                        transformer=transformer, scheduler=scheduler)
+
+    # Written next to `out` and renamed, so an interrupted build never looks complete.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        (tmp / MARKER).write_text(json.dumps(_marker(seed), indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def command(args) -> int:
+    """`tuner tiny sana OUT`: build the tiny model and say where it is."""
+    if args.family != "sana":
+        print(f"tuner tiny: no tiny model for family {args.family!r} (only 'sana')")
+        return 2
+    started = time.perf_counter()
+    out = Path(args.out)
+    reused = is_complete(out)
+    build_tiny_sana(out)
+    verb = "already there" if reused else f"built in {time.perf_counter() - started:.1f} s"
+    print(f"tiny sana (v{TINY_SANA_VERSION}) {verb}: {out.resolve()}")
+    return 0
