@@ -1,0 +1,51 @@
+"""Rectified-flow objective: noise levels (sigmas), timestep shift, noisy inputs and the target.
+
+x_sigma = (1 - sigma) * x0 + sigma * noise; the model predicts the velocity noise - x0.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
+    """Move sigmas towards the noisy end (shift > 1: composition) or the clean end (< 1: detail)."""
+    if shift == 1.0:
+        return sigmas
+    return shift * sigmas / (1 + (shift - 1) * sigmas)
+
+
+def auto_shift(image_seq_len: int, base_len: int = 256, max_len: int = 4096,
+               base_shift: float = 0.5, max_shift: float = 1.15) -> float:
+    """A resolution-dependent shift: more tokens (bigger images) get more noise."""
+    slope = (max_shift - base_shift) / (max_len - base_len)
+    mu = base_shift + slope * (image_seq_len - base_len)
+    return math.exp(mu)
+
+
+def sample_sigmas(batch: int, generator: torch.Generator, *, uniform: bool = False,
+                  sigmoid_scale: float = 1.0, shift: float = 1.0) -> torch.Tensor:
+    """Draw one training noise level per sample: logit-normal by default, or uniform."""
+    if uniform:
+        sigmas = torch.rand(batch, generator=generator)
+    else:
+        sigmas = torch.sigmoid(torch.randn(batch, generator=generator) * sigmoid_scale)
+    # Keep clear of exact 0/1, where the target is degenerate.
+    return shift_sigmas(sigmas, shift).clamp(1e-4, 1 - 1e-4)
+
+
+def noisy_latents(latents: torch.Tensor, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Interpolate between data and noise at each sample's sigma."""
+    s = sigmas.view(-1, *([1] * (latents.ndim - 1)))
+    return (1 - s) * latents + s * noise
+
+
+def target(latents: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The velocity the model learns to predict."""
+    return noise - latents
+
+
+def loss(prediction: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Mean squared error against the velocity, computed in fp32."""
+    return torch.nn.functional.mse_loss(prediction.float(), target(latents, noise).float())

@@ -1,0 +1,115 @@
+"""Run one training job: from a job directory (`python -m tuner.engine JOB_DIR`, what tunerd
+starts, also under `accelerate launch`) or from a config folder in this terminal (`tuner train`)."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from tuner.engine.config import ConfigError, load_bundle
+from tuner.engine.events import EventWriter
+from tuner.engine.jobdir import ENGINE_LOG, EVENTS, JOB_RECORD, PREVIEWS
+
+EXIT_DONE, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
+
+
+def _is_main_process() -> bool:
+    # accelerate launch sets RANK; a single process has none.
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run(config_path: Path, job_dir: Path, listener=None, base_dir: Path | None = None) -> int:
+    """Load, validate and train; every outcome ends as events in job_dir/events.jsonl."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    events = EventWriter(job_dir / EVENTS if _is_main_process() else None)
+    if listener is not None:
+        events.add_listener(listener)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        bundle = load_bundle(config_path, base_dir=base_dir)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            events.emit("log", level=issue.level, message=str(issue))
+        events.emit("error", message=f"the config has {len(exc.issues)} problem(s); run `tuner check {config_path}`",
+                    traceback_path=None)
+        events.emit("status", phase="failed", message="invalid config")
+        return EXIT_FAILED
+    for warning in bundle.warnings:
+        events.emit("log", level="warning", message=str(warning))
+
+    from tuner.engine.train.control import Control
+    from tuner.engine.train.loop import train
+
+    try:
+        result = train(bundle, events=events, control=Control(job_dir), preview_dir=job_dir / PREVIEWS)
+    except KeyboardInterrupt:
+        events.emit("status", phase="stopped", message="interrupted (Ctrl-C); resume from the latest checkpoint")
+        return EXIT_STOPPED
+    except Exception as exc:  # every failure becomes an event the user sees, with the traceback kept
+        where = job_dir / "traceback.txt"
+        where.write_text(traceback.format_exc())
+        traceback.print_exc()
+        events.emit("error", message=_user_message(exc), traceback_path=str(where))
+        events.emit("status", phase="failed", message=type(exc).__name__)
+        return EXIT_FAILED
+    return EXIT_STOPPED if result.stopped else EXIT_DONE
+
+
+def _user_message(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) < 2000 else text[:2000] + " …"
+
+
+def run_job_dir(job_dir: str | os.PathLike[str]) -> int:
+    """The daemon's entry: the job directory holds config.json and the other files."""
+    job_dir = Path(job_dir).resolve()
+    return run(job_dir, job_dir)
+
+
+def command(args: Any) -> int:
+    """`tuner train PATH`: a config folder, a config.json or a job directory, watched live."""
+    path = Path(args.path).resolve()
+    if (path / JOB_RECORD).is_file() or (path / EVENTS).is_file():
+        job_dir = path
+    else:
+        try:
+            bundle = load_bundle(path)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                print(issue, file=sys.stderr)
+            print(f"{len(exc.issues)} problem(s); nothing was trained.", file=sys.stderr)
+            return EXIT_FAILED
+        job_dir = bundle.resolve(bundle.train.output_dir)
+    return watch(lambda listener: run(path, job_dir, listener), plain=args.plain, title=path.name)
+
+
+def watch(run_fn, *, plain: bool, title: str) -> int:
+    """Run `run_fn(listener)` with a live display (or plain lines) fed by its events."""
+    from rich.console import Console
+
+    console = Console(stderr=False)
+    if plain or not console.is_terminal:
+        return run_fn(lambda e: print(_plain(e), flush=True))
+    from rich.live import Live
+
+    from tuner.engine.liveview import LiveView
+
+    view = LiveView(title=title)
+    with Live(view, console=console, refresh_per_second=4, transient=False):
+        code = run_fn(view.feed)
+    return code
+
+
+def _plain(event: dict[str, Any]) -> str:
+    kind = event["type"]
+    if kind == "progress":
+        return (f"step {event['step']}/{event['total']}  loss {event['loss']:.4f}  lr {event['lr']:.2e}  "
+                f"{event.get('steps_per_s', 0):.2f} it/s  eta {event.get('eta_s', 0):.0f}s")
+    fields = {k: v for k, v in event.items() if k not in ("seq", "time", "type")}
+    return f"{kind}: " + "  ".join(f"{k}={v}" for k, v in fields.items())
+
+
+__all__ = ["run", "run_job_dir", "command", "watch", "ENGINE_LOG"]

@@ -1,0 +1,196 @@
+"""Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
+
+A checkpoint is written into a hidden temporary folder and renamed to `checkpoint-<step>` only
+when complete (its `checkpoint.json` marker written last), so a save killed half-way never
+leaves a "latest" that cannot load.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+MARKER = "checkpoint.json"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_dirs(output_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in output_dir as (step, path), oldest first."""
+    found = []
+    if output_dir.is_dir():
+        for entry in output_dir.iterdir():
+            m = _NAME.match(entry.name)
+            if m and (entry / MARKER).is_file():
+                found.append((int(m.group(1)), entry))
+    return sorted(found)
+
+
+def find_latest(output_dir: Path) -> Path | None:
+    dirs = checkpoint_dirs(output_dir)
+    return dirs[-1][1] if dirs else None
+
+
+def resolve_resume(output_dir: Path, value: str | None) -> Path | None:
+    """The checkpoint `resume_from_checkpoint` names: 'latest', a folder name or a path."""
+    if not value:
+        return None
+    if value == "latest":
+        return find_latest(output_dir)
+    path = Path(value)
+    if not path.is_absolute():
+        path = output_dir / path
+    if not (path / MARKER).is_file():
+        raise FileNotFoundError(
+            f"config.json: resume_from_checkpoint: {value!r} is not a complete checkpoint "
+            f"(no {MARKER} in {path}); use 'latest' or one of: "
+            + ", ".join(p.name for _, p in checkpoint_dirs(output_dir)) or "none yet"
+        )
+    return path
+
+
+# --- pieces ------------------------------------------------------------------------------
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights that training changes (all of them for full-rank; the adapter for LoRA)."""
+    return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+    if missing:
+        raise ValueError(f"checkpoint does not match the model: {len(missing)} trainable weights missing, e.g. {missing[0]}")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor)
+
+
+def _split_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = tensor
+    for pid, values in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_state(generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    np_state = np.random.get_state()
+    meta = {
+        "python": _listify(random.getstate()),
+        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+    return tensors, meta
+
+
+def set_rng_state(generator: torch.Generator, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["torch"])
+    generator.set_state(tensors["generator"])
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            if f"cuda.{i}" in tensors:
+                torch.cuda.set_rng_state(tensors[f"cuda.{i}"], i)
+    random.setstate(_tuplify(meta["python"]))
+    n = meta["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), *n[2:]))
+
+
+def _listify(v: Any) -> Any:
+    return [_listify(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+
+def _tuplify(v: Any) -> Any:
+    return tuple(_tuplify(x) for x in v) if isinstance(v, list) else v
+
+
+# --- save / load ---------------------------------------------------------------------------
+
+def begin(output_dir: Path, step: int) -> Path:
+    """Make the temporary folder a checkpoint is written into (rank 0, before the others write)."""
+    tmp = output_dir / f".checkpoint-{step}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def write_main(tmp: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scheduler: Any, ema: Any, state: dict[str, Any]) -> None:
+    """Rank 0's share: weights, optimizer, scheduler, EMA and the JSON training state."""
+    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+    opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
+    if ema is not None:
+        save_file(ema.state_dict(), str(tmp / "ema.safetensors"))
+    state = {**state, "scheduler": scheduler.state_dict()}
+    (tmp / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def write_rank(tmp: Path, rank: int, generator: torch.Generator) -> None:
+    """Every rank's own share: its random number generator states."""
+    tensors, meta = rng_state(generator)
+    save_file(tensors, str(tmp / f"rng-{rank}.safetensors"))
+    (tmp / f"rng-{rank}.json").write_text(json.dumps(meta))
+
+
+def commit(tmp: Path, output_dir: Path, step: int, limit: int | None) -> Path:
+    """Mark the checkpoint complete, give it its name, and drop the oldest past `limit`."""
+    marker = {"step": step, "time": time.time(), "format": 1}
+    with open(tmp / MARKER, "w") as f:
+        json.dump(marker, f)
+        f.flush()
+        os.fsync(f.fileno())
+    final = output_dir / f"checkpoint-{step}"
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    if limit:
+        for _, old in checkpoint_dirs(output_dir)[:-limit]:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+         ema: Any, generator: torch.Generator, rank: int) -> dict[str, Any]:
+    """Restore everything `write_main`/`write_rank` saved; returns the JSON training state."""
+    load_trainable_state(model, load_file(str(path / "trainable.safetensors")))
+    meta = json.loads((path / "optimizer.json").read_text())
+    optimizer.load_state_dict(_join_optimizer(load_file(str(path / "optimizer.safetensors")), meta))
+    state = json.loads((path / "state.json").read_text())
+    scheduler.load_state_dict(state.pop("scheduler"))
+    if ema is not None:
+        ema_file = path / "ema.safetensors"
+        if ema_file.is_file():
+            ema.load_state_dict(load_file(str(ema_file)))
+    rng_file = path / f"rng-{rank}.safetensors"
+    if not rng_file.is_file():  # resumed on more processes than saved: reuse rank 0's
+        rng_file = path / "rng-0.safetensors"
+    set_rng_state(generator, load_file(str(rng_file)), json.loads(rng_file.with_suffix(".json").read_text()))
+    return state

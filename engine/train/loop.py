@@ -1,0 +1,256 @@
+"""The training loop: load, cache, train with accelerate, checkpoint, validate, export.
+
+Family-specific work goes through the ModelFamily protocol; the objective lives in flow.py.
+Read top to bottom: `train()` is the whole run.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from tuner.engine import flow
+from tuner.engine.events import EventWriter
+from tuner.engine.models.base import family_class
+from tuner.engine.train import checkpoint
+from tuner.engine.train.control import Control
+from tuner.engine.train.ema import EMA
+from tuner.engine.train.meters import Meters
+from tuner.engine.train.optim import make_optimizer, make_scheduler
+from tuner.engine.train.validation import Validator, all_prompt_texts
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite losses in a row."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    total_steps: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    stopped: bool = False
+    pipeline: Path | None = None
+    checkpoint: Path | None = None
+
+
+def weight_dtype_for(cfg: Any) -> torch.dtype:
+    """bf16 runs train bf16 weights (with adamw_bf16's compensated updates); fp16 keeps fp32 weights under autocast."""
+    return torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32
+
+
+def train(bundle: Any, *, events: EventWriter, control: Control, preview_dir: Path,
+          stop_after: int | None = None) -> TrainResult:
+    """Run one training job described by a loaded config bundle; `stop_after` ends early (tests, benchmarks)."""
+    cfg = bundle.train
+    output_dir = bundle.resolve(cfg.output_dir)
+    accelerator = Accelerator(mixed_precision="fp16" if cfg.mixed_precision == "fp16" else "no")
+    main = accelerator.is_main_process
+    if not main:
+        events = EventWriter(None)
+    seed = cfg.seed if cfg.seed is not None else 0
+    set_seed(seed + accelerator.process_index)
+    generator = torch.Generator().manual_seed(seed + accelerator.process_index)
+
+    # --- load and cache --------------------------------------------------------------------
+    events.emit("status", phase="loading", message=f"loading {cfg.model_family} from {cfg.pretrained_model_name_or_path}")
+    family = family_class(cfg.model_family)(cfg, accelerator.device, weight_dtype_for(cfg))
+    family.load_text_encoders()
+    family.load_vae()
+
+    from tuner.engine.data import prepare_data
+
+    events.emit("status", phase="caching")
+    data = prepare_data(
+        bundle, family, num_processes=accelerator.num_processes, process_index=accelerator.process_index,
+        is_main=main, wait_for_main=accelerator.wait_for_everyone, events=events,
+        extra_prompts=all_prompt_texts(cfg, bundle.prompts),
+    )
+    family.unload_text_encoders()
+    empty_text = data.text_for([""])[0]
+    validator = Validator(cfg, family, bundle.prompts, data.text_for, output_dir=output_dir,
+                          preview_dir=preview_dir, events=events)
+
+    model = family.load_transformer()
+    model.train()
+    optimizer = make_optimizer(cfg, model.parameters())
+    accum = max(1, int(cfg.gradient_accumulation_steps or 1))
+    total_steps = _total_steps(cfg, data.batches_per_epoch, accum)
+    scheduler = make_scheduler(cfg, optimizer, total_steps)
+    ema = EMA(model, cfg.ema_decay, cfg.ema_update_interval or 1,
+              accelerator.device if cfg.ema_device == "accelerator" else "cpu") if cfg.use_ema else None
+    model, optimizer = accelerator.prepare(model, optimizer)
+    raw_model = accelerator.unwrap_model(model)
+
+    step, nan_streak = 0, 0
+    resume_from = checkpoint.resolve_resume(output_dir, cfg.resume_from_checkpoint)
+    if resume_from is not None:
+        state = checkpoint.load(resume_from, model=raw_model, optimizer=optimizer, scheduler=scheduler,
+                                ema=ema, generator=generator, rank=accelerator.process_index)
+        step, nan_streak = state["step"], state.get("nan_streak", 0)
+        data.load_state_dict(state["data"])
+        events.emit("log", level="info", message=f"resumed from {resume_from.name} at step {step}")
+
+    result = TrainResult(step=step, total_steps=total_steps)
+    meters = Meters(total_steps, start_step=step, batch_size=cfg.train_batch_size * accum * accelerator.num_processes)
+    last_checkpoint_step = step if resume_from is not None else -1
+
+    def save(reason: str) -> None:
+        nonlocal last_checkpoint_step
+        events.emit("status", phase="saving", message=reason)
+        tmp = checkpoint.begin(output_dir, step) if main else output_dir / f".checkpoint-{step}.tmp"
+        accelerator.wait_for_everyone()
+        if main:
+            checkpoint.write_main(tmp, model=raw_model, optimizer=optimizer, scheduler=scheduler, ema=ema,
+                                  state={"step": step, "epoch": data.epoch, "nan_streak": nan_streak,
+                                         "data": data.state_dict()})
+        checkpoint.write_rank(tmp, accelerator.process_index, generator)
+        accelerator.wait_for_everyone()
+        if main:
+            result.checkpoint = checkpoint.commit(tmp, output_dir, step, cfg.checkpoints_total_limit)
+            events.emit("checkpoint", step=step, path=str(result.checkpoint))
+        last_checkpoint_step = step
+        events.emit("status", phase="training")
+
+    def validate() -> None:
+        events.emit("status", phase="validating", message=f"step {step}")
+        if main:
+            validator.run(raw_model, step, ema)
+        accelerator.wait_for_everyone()
+        model.train()
+        events.emit("status", phase="training")
+
+    # --- train -------------------------------------------------------------------------------
+    events.emit("status", phase="training", message=f"step {step} of {total_steps}")
+    dropout = float(cfg.caption_dropout_probability or 0.0)
+    while step < total_steps:
+        step_loss = torch.zeros((), device=accelerator.device)
+        for micro in range(accum):
+            batch = data.next_batch()
+            latents = batch.latents.to(accelerator.device)
+            text = {k: v.to(accelerator.device) for k, v in batch.text.items()}
+            if dropout:
+                drop = torch.rand(len(batch.captions), generator=generator) < dropout
+                if drop.any():
+                    text = _drop_captions(text, empty_text, drop, accelerator.device)
+            noise = torch.randn(latents.shape, generator=generator).to(accelerator.device)
+            sigmas = flow.sample_sigmas(latents.shape[0], generator, uniform=cfg.flow_use_uniform_schedule,
+                                        sigmoid_scale=cfg.flow_sigmoid_scale,
+                                        shift=_shift(cfg, family, latents)).to(accelerator.device)
+            noisy = flow.noisy_latents(latents, noise, sigmas)
+            sync = micro == accum - 1
+            with accelerator.autocast(), (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
+                prediction = family.predict(model, noisy, sigmas, text)
+                loss = flow.loss(prediction, latents, noise)
+                accelerator.backward(loss / accum)
+            step_loss += loss.detach() / accum
+
+        losses = accelerator.gather(step_loss.reshape(1))
+        if not torch.isfinite(losses).all():
+            # NaN guard: skip this update everywhere, stop after too many in a row.
+            optimizer.zero_grad(set_to_none=True)
+            nan_streak += 1
+            events.emit("log", level="warning", message=f"step {step + 1}: non-finite loss, update skipped ({nan_streak} in a row)")
+            if nan_streak >= cfg.max_nan_steps:
+                raise TrainingDiverged(
+                    f"{nan_streak} non-finite losses in a row at step {step + 1}: training diverged. "
+                    f"Lower learning_rate (now {cfg.learning_rate}), set max_grad_norm, or use mixed_precision bf16 "
+                    f"with bf16 weights; the last good checkpoint is "
+                    f"{checkpoint.find_latest(output_dir) or 'none (none was written yet)'}."
+                )
+            continue
+        nan_streak = 0
+        grad_norm = _clip(accelerator, model, cfg)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if ema is not None:
+            ema.update(raw_model, step)
+        loss_value = float(losses.mean())
+        result.losses.append((step, loss_value))
+        meters.step_done(step, loss_value)
+        if main and meters.should_report(step):
+            events.emit("progress", step=step, total=total_steps, epoch=data.epoch, loss=loss_value,
+                        lr=scheduler.get_last_lr()[0], grad_norm=grad_norm, **meters.rates(step))
+        if main and meters.should_report_memory():
+            events.emit("memory", **meters.memory(accelerator.device))
+
+        requests = control.poll(accelerator)
+        if "stop" in requests or (stop_after is not None and step >= stop_after):
+            save("stop requested" if "stop" in requests else "stopping early")
+            result.stopped = True
+            break
+        if "save" in requests or (cfg.checkpoint_step_interval and step % cfg.checkpoint_step_interval == 0):
+            save("save requested" if "save" in requests else "interval")
+        if "sample" in requests or validator.due(step):
+            validate()
+
+    # --- finish ------------------------------------------------------------------------------
+    result.step = step
+    if result.stopped:
+        events.emit("status", phase="stopped", message=f"stopped at step {step}; resume with resume_from_checkpoint: latest")
+        return result
+    if last_checkpoint_step != step:
+        save("final")
+    if validator.enabled and not validator.due(step):
+        validate()
+    events.emit("status", phase="saving", message="exporting the pipeline")
+    if main:
+        result.pipeline = output_dir / "pipeline"
+        family.save_pipeline(raw_model, result.pipeline)
+        if ema is not None:
+            with ema.swapped_into(raw_model) as ema_model:
+                family.save_pipeline(ema_model, output_dir / "pipeline-ema")
+    accelerator.wait_for_everyone()
+    events.emit("done", step=step, paths={"pipeline": str(output_dir / "pipeline"),
+                                          "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                                          "validation": str(output_dir / "validation_images")})
+    events.emit("status", phase="done", message=f"finished {step} steps")
+    accelerator.end_training()
+    return result
+
+
+def _total_steps(cfg: Any, batches_per_epoch: int, accum: int) -> int:
+    if cfg.max_train_steps:
+        return int(cfg.max_train_steps)
+    return int(cfg.num_train_epochs) * max(1, math.ceil(batches_per_epoch / accum))
+
+
+def _shift(cfg: Any, family: Any, latents: torch.Tensor) -> float:
+    if getattr(family, "fixed_schedule", False):  # e.g. Sana Video: the checkpoint's own schedule
+        return 1.0
+    if cfg.flow_schedule_auto_shift:
+        tokens = latents[0, 0].numel() // max(1, getattr(family, "patch_area", 1))
+        return flow.auto_shift(tokens)
+    return float(cfg.flow_schedule_shift)
+
+
+def _drop_captions(text: dict[str, torch.Tensor], empty: dict[str, torch.Tensor], drop: torch.Tensor,
+                   device: torch.device) -> dict[str, torch.Tensor]:
+    """Replace the dropped samples' prompt embeddings with the empty prompt's."""
+    out = {}
+    for key, value in text.items():
+        blank = empty[key].to(device, value.dtype).unsqueeze(0).expand_as(value)
+        mask = drop.to(device).view(-1, *([1] * (value.ndim - 1)))
+        out[key] = torch.where(mask, blank, value)
+    return out
+
+
+def _clip(accelerator: Accelerator, model: torch.nn.Module, cfg: Any) -> float | None:
+    """Clip by norm or by value as configured (0 = off); returns the gradient norm when measured."""
+    limit = float(cfg.max_grad_norm or 0.0)
+    params = [p for p in model.parameters() if p.grad is not None]
+    if cfg.grad_clip_method == "value":
+        if limit > 0:
+            accelerator.clip_grad_value_(params, limit)
+        return None
+    norm = accelerator.clip_grad_norm_(params, limit if limit > 0 else float("inf"))
+    return float(norm) if norm is not None else None
+

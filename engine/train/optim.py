@@ -1,0 +1,112 @@
+"""Optimizer and learning-rate scheduler factories, by the names users put in config.json."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from diffusers.optimization import (
+    get_constant_schedule,
+    get_constant_schedule_with_warmup,
+    get_cosine_schedule_with_warmup,
+    get_cosine_with_hard_restarts_schedule_with_warmup,
+    get_linear_schedule_with_warmup,
+    get_polynomial_decay_schedule_with_warmup,
+)
+
+log = logging.getLogger(__name__)
+
+
+def parse_optimizer_config(value: str | dict[str, Any] | None) -> dict[str, Any]:
+    """`optimizer_config` as SimpleTuner writes it ("beta1=0.9,weight_decay=0.01") or as a dict."""
+    if not value:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    out: dict[str, Any] = {}
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        key, sep, raw = part.partition("=")
+        if not sep:
+            raise ValueError(f"config.json: optimizer_config: {part!r} is not key=value; write e.g. 'weight_decay=0.01'")
+        out[key.strip()] = _parse_scalar(raw.strip())
+    return out
+
+
+def _parse_scalar(raw: str) -> Any:
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(raw)
+        except ValueError:
+            pass
+    return raw
+
+
+def make_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimizer named by cfg.optimizer, with cfg's betas/decay/eps and optimizer_config on top."""
+    params = [p for p in params if p.requires_grad]
+    name = cfg.optimizer
+    extra = parse_optimizer_config(getattr(cfg, "optimizer_config", None))
+    betas = (extra.pop("beta1", getattr(cfg, "adam_beta1", 0.9)), extra.pop("beta2", getattr(cfg, "adam_beta2", 0.999)))
+    weight_decay = extra.pop("weight_decay", getattr(cfg, "adam_weight_decay", 1e-2))
+    eps = extra.pop("eps", getattr(cfg, "adam_epsilon", 1e-8))
+    lr = cfg.learning_rate
+
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, **extra)
+
+    import optimi
+
+    if name in ("optimi-adamw", "adamw_bf16"):
+        # adamw_bf16 trains bf16 weights directly; Kahan-compensated updates keep small steps
+        # from rounding away (plain AdamW on bf16 weights stalls).
+        kahan = True if name == "adamw_bf16" else extra.pop("kahan_sum", None)
+        return optimi.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, kahan_sum=kahan, **extra)
+    if name == "optimi-stableadamw":
+        return optimi.StableAdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, **extra)
+    if name == "optimi-lion":
+        return optimi.Lion(params, lr=lr, betas=betas, weight_decay=weight_decay, **extra)
+    if name in ("bnb-adamw8bit", "bnb-lion8bit-paged"):
+        import bitsandbytes as bnb
+
+        if name == "bnb-adamw8bit":
+            return bnb.optim.AdamW8bit(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, **extra)
+        return bnb.optim.PagedLion8bit(params, lr=lr, betas=betas, weight_decay=weight_decay, **extra)
+    if name == "prodigy":
+        try:
+            from prodigyopt import Prodigy
+        except ImportError as exc:
+            raise RuntimeError("config.json: optimizer: 'prodigy' needs the prodigyopt package: pip install prodigyopt") from exc
+        extra.setdefault("d_coef", 1.0)
+        return Prodigy(params, lr=lr, betas=betas, weight_decay=weight_decay, **extra)
+    raise ValueError(f"config.json: optimizer: {name!r} is not supported by this engine")
+
+
+def make_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The lr schedule named by cfg.lr_scheduler over `total_steps` optimizer steps."""
+    name = cfg.lr_scheduler
+    warmup = int(getattr(cfg, "lr_warmup_steps", 0) or 0)
+    if name == "constant":
+        return get_constant_schedule(optimizer)
+    if name == "constant_with_warmup":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    if name == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps, num_cycles=0.5)
+    if name == "cosine_with_restarts":
+        cycles = int(getattr(cfg, "lr_num_cycles", 1) or 1)
+        return get_cosine_with_hard_restarts_schedule_with_warmup(optimizer, warmup, total_steps, num_cycles=cycles)
+    if name == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    if name == "polynomial":
+        lr_end = float(getattr(cfg, "lr_end", None) or 1e-7)
+        power = float(getattr(cfg, "lr_power", None) or 1.0)
+        if lr_end >= cfg.learning_rate:
+            # diffusers refuses this combination; the user meant "decay to nearly nothing".
+            lr_end = cfg.learning_rate * 1e-3
+        return get_polynomial_decay_schedule_with_warmup(optimizer, warmup, total_steps, lr_end=lr_end, power=power)
+    raise ValueError(f"config.json: lr_scheduler: {name!r} is not supported by this engine")

@@ -1,0 +1,121 @@
+"""Validation sampling: the main prompt and the prompt library at each resolution, with preview
+frames every `validation_preview_steps` sampling steps. Runs on the main process only."""
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuner.engine.config import parse_resolutions
+from tuner.engine.events import EventWriter
+
+MAIN_NICKNAME = "validation"
+
+
+@dataclass
+class ValidationPrompt:
+    nickname: str
+    prompt: str
+
+
+def validation_prompts(cfg: Any, library: dict[str, str]) -> list[ValidationPrompt]:
+    """The main validation_prompt first, then the user's prompt library, in file order."""
+    prompts = []
+    if getattr(cfg, "validation_prompt", None):
+        prompts.append(ValidationPrompt(MAIN_NICKNAME, cfg.validation_prompt))
+    prompts += [ValidationPrompt(_safe(nick), text) for nick, text in library.items()]
+    return prompts
+
+
+def _safe(nickname: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nickname).strip("_") or "prompt"
+
+
+def all_prompt_texts(cfg: Any, library: dict[str, str]) -> list[str]:
+    """Every text validation needs embeddings for (cached before the text encoders go away)."""
+    texts = [p.prompt for p in validation_prompts(cfg, library)]
+    texts.append(getattr(cfg, "validation_negative_prompt", None) or "")
+    return texts
+
+
+class Validator:
+    """Generates validation images (and previews) for the current weights."""
+
+    def __init__(self, cfg: Any, family: Any, library: dict[str, str], text_for, *,
+                 output_dir: Path, preview_dir: Path, events: EventWriter):
+        self.cfg = cfg
+        self.family = family
+        self.prompts = validation_prompts(cfg, library)
+        self.resolutions = parse_resolutions(str(cfg.validation_resolution or cfg.resolution))
+        negative = getattr(cfg, "validation_negative_prompt", None) or ""
+        texts = text_for([p.prompt for p in self.prompts] + [negative])
+        self.text = dict(zip((p.nickname for p in self.prompts), texts[:-1]))
+        self.negative = texts[-1]
+        self.output_dir = output_dir
+        self.preview_dir = preview_dir
+        self.events = events
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.prompts) and not getattr(self.cfg, "validation_disable", False)
+
+    def due(self, step: int) -> bool:
+        interval = getattr(self.cfg, "validation_step_interval", None)
+        return self.enabled and bool(interval) and step % interval == 0
+
+    def run(self, model: torch.nn.Module, step: int, ema: Any = None) -> list[Path]:
+        """Sample every prompt at every resolution with the weights `ema_validation` asks for."""
+        mode = getattr(self.cfg, "ema_validation", "comparison") if ema is not None else "none"
+        variants: list[tuple[str, Any]] = []
+        if mode in ("none", "comparison"):
+            variants.append(("", contextlib.nullcontext(model)))
+        if mode in ("ema_only", "comparison"):
+            variants.append(("_ema", ema.swapped_into(model)))
+        written = []
+        for suffix, weights in variants:
+            with weights as m:
+                written += self._sample_all(m, step, suffix)
+        return written
+
+    def _sample_all(self, model: torch.nn.Module, step: int, suffix: str) -> list[Path]:
+        cfg = self.cfg
+        folder = self.output_dir / "validation_images" / f"step-{step:06d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        steps = int(cfg.validation_num_inference_steps)
+        every = int(getattr(cfg, "validation_preview_steps", 0) or 0) if getattr(cfg, "validation_preview", False) else 0
+        seed = cfg.validation_seed if cfg.validation_seed is not None else (cfg.seed or 0)
+        written = []
+        for prompt in self.prompts:
+            paths = []
+            for width, height in self.resolutions:
+                name = f"{prompt.nickname}{suffix}-{width}x{height}"
+                on_step = self._preview_callback(prompt, name, step, every) if every else None
+                images = self.family.generate(
+                    model, self.text[prompt.nickname], self.negative, width, height, steps,
+                    float(cfg.validation_guidance), int(seed), on_step=on_step,
+                )
+                path = folder / f"{name}.png"
+                images[0].save(path)
+                paths.append(path)
+            self.events.emit("validation", prompt=prompt.prompt, nickname=prompt.nickname + suffix,
+                             step=step, paths=[str(p) for p in paths])
+            written += paths
+        return written
+
+    def _preview_callback(self, prompt: ValidationPrompt, name: str, step: int, every: int):
+        folder = self.preview_dir / f"step-{step:06d}"
+
+        def on_step(k: int, n: int, latents: torch.Tensor) -> None:
+            if k % every and k != n:
+                return
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{name}-{k:03d}of{n:03d}.png"
+            self.family.decode_preview(latents).save(path)
+            self.events.emit("preview", prompt=prompt.prompt, nickname=prompt.nickname, k=k, n=n,
+                             step=step, path=str(path))
+
+        return on_step
