@@ -1,0 +1,193 @@
+"""From a loaded config to TrainData: scan every dataset, check sizes, fill the caches, plan epochs."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from tuner.engine.data.cache import LatentCache, TextCache, read_manifest, write_manifest
+from tuner.engine.data.encode import encode_latents, encode_texts
+from tuner.engine.data.errors import DataError
+from tuner.engine.data.sampler import DatasetBuckets
+from tuner.engine.data.scan import DatasetSpec, ScanResult, scan_dataset
+from tuner.engine.data.sizing import SizeRule
+from tuner.engine.data.train_data import TrainData
+
+_MANIFEST_SKIPS = ("aspect", "metadata", "discovery")
+
+
+def dataset_spec(bundle: Any, ds: Any) -> DatasetSpec:
+    """A dataset's settings with the global defaults filled in and its paths made absolute."""
+    cfg = bundle.train
+    if getattr(ds, "dataset_type", "image") == "video":
+        raise DataError(f"dataset {ds.id!r}: video datasets are not handled by the image data "
+                        f"pipeline yet; use an image dataset")
+    if getattr(ds, "type", "local") != "local":
+        raise DataError(f"dataset {ds.id!r}: type {ds.type!r} is not supported; use 'local'")
+    if not ds.instance_data_dir:
+        raise DataError(f"dataset {ds.id!r}: instance_data_dir is missing; set it to the image folder")
+    output_dir = bundle.resolve(cfg.output_dir)
+    cache_dir = (bundle.resolve(ds.cache_dir_vae) if getattr(ds, "cache_dir_vae", None)
+                 else output_dir / "cache" / "vae" / ds.id)
+    skip = (getattr(ds, "skip_file_discovery", "") or "").lower()
+    return DatasetSpec(
+        id=ds.id,
+        folder=bundle.resolve(ds.instance_data_dir),
+        cache_dir=cache_dir,
+        size=SizeRule(
+            resolution=ds.resolution or cfg.resolution,
+            resolution_type=ds.resolution_type or getattr(cfg, "resolution_type", None) or "pixel",
+            minimum_image_size=getattr(ds, "minimum_image_size", None),
+            maximum_image_size=getattr(ds, "maximum_image_size", None),
+            target_downsample_size=getattr(ds, "target_downsample_size", None),
+        ),
+        crop=bool(getattr(ds, "crop", False)),
+        crop_aspect=getattr(ds, "crop_aspect", None) or "square",
+        crop_aspect_buckets=tuple(getattr(ds, "crop_aspect_buckets", None) or ()),
+        crop_style=getattr(ds, "crop_style", None) or "random",
+        caption_strategy=getattr(ds, "caption_strategy", None) or "filename",
+        instance_prompt=getattr(ds, "instance_prompt", None),
+        repeats=int(getattr(ds, "repeats", 0) or 0),
+        probability=float(getattr(ds, "probability", 1.0) if getattr(ds, "probability", None) is not None else 1.0),
+        is_regularisation=bool(getattr(ds, "is_regularisation_data", False)),
+        content_hash=bool(getattr(ds, "cache_content_hash", False)),
+        use_manifest_only=any(word in skip for word in _MANIFEST_SKIPS),
+    )
+
+
+def text_cache_dir(bundle: Any) -> tuple[str, Path]:
+    """The text-embed cache's dataset id (for events) and folder."""
+    text_ds = bundle.text_embeds_dataset
+    if text_ds is not None and getattr(text_ds, "cache_dir", None):
+        return text_ds.id, bundle.resolve(text_ds.cache_dir)
+    return (text_ds.id if text_ds is not None else "text"), bundle.resolve(bundle.train.output_dir) / "cache" / "text"
+
+
+def check_size(result: ScanResult, needed: int, batch_rule: str) -> None:
+    """Refuse a dataset too small for one optimizer step, saying how many repeats would fix it."""
+    spec, usable = result.spec, len(result.samples)
+    why = "; ".join(f"{n} {reason}" for reason, n in sorted(result.skipped.items()))
+    if usable == 0:
+        raise DataError(f"dataset {spec.id!r}: none of the {result.found} images in {spec.folder} is "
+                        f"usable ({why})")
+    if usable * (spec.repeats + 1) < needed:
+        fix = math.ceil(needed / usable) - 1
+        raise DataError(
+            f"dataset {spec.id!r} has {usable} usable images × (repeats {spec.repeats} + 1) = "
+            f"{usable * (spec.repeats + 1)} samples per epoch, fewer than the {needed} one optimizer "
+            f"step needs ({batch_rule}); set \"repeats\": {fix} in multidatabackend.json, add "
+            f"images, or lower train_batch_size / gradient_accumulation_steps"
+            + (f" (skipped: {why})" if why else ""))
+
+
+def check_buckets(spec: DatasetSpec, buckets: list[list[int]], global_batch: int) -> None:
+    """Refuse a dataset whose images are spread over buckets too small to fill one global batch."""
+    largest = max(len(b) for b in buckets)
+    if largest * (spec.repeats + 1) >= global_batch:
+        return
+    fix = math.ceil(global_batch / largest) - 1
+    raise DataError(
+        f"dataset {spec.id!r}: its images fall into {len(buckets)} aspect buckets of at most "
+        f"{largest} images, and no bucket fills a batch of {global_batch} (train_batch_size × "
+        f"processes); use \"crop\": true with \"crop_aspect\": \"square\", or set \"repeats\": {fix}")
+
+
+def _log(events: Any, level: str, message: str) -> None:
+    if events is not None:
+        events.emit("log", level=level, message=message)
+
+
+def prepare_data(bundle: Any, family: Any, *, num_processes: int = 1, process_index: int = 0,
+                 is_main: bool = True, wait_for_main: Callable[[], None] = lambda: None,
+                 events: Any = None, extra_prompts: Iterable[str] = ()) -> TrainData:
+    """Scan, check, cache (main process) and wait (every process) — then the data is ready to draw."""
+    cfg = bundle.train
+    events = events if is_main else None
+    emit = events.emit if events is not None else (lambda *a, **k: None)
+    datasets = bundle.enabled_datasets
+    if not datasets:
+        raise DataError("multidatabackend.json has no enabled image dataset; add one with "
+                        "\"dataset_type\": \"image\" and an instance_data_dir")
+    fingerprint = family.fingerprint()
+    batch_size = cfg.train_batch_size
+    needed = batch_size * cfg.gradient_accumulation_steps * num_processes
+    rule = (f"train_batch_size {batch_size} × gradient_accumulation_steps "
+            f"{cfg.gradient_accumulation_steps} × {num_processes} processes")
+    on_the_fly = bool(getattr(cfg, "vae_cache_disable", False))
+
+    results: list[ScanResult] = []
+    for ds in datasets:
+        spec = dataset_spec(bundle, ds)
+        if getattr(ds, "vae_cache_clear_each_epoch", False):
+            _log(events, "warning", f"dataset {ds.id!r}: vae_cache_clear_each_epoch is not supported; "
+                                    f"random crops are fixed per image and the cache is kept")
+        result = scan_dataset(spec, read_manifest(spec.cache_dir), family.pixel_alignment,
+                              fingerprint, cfg.seed)
+        for path, reason in result.broken:
+            deleted = is_main and cfg.delete_problematic_images
+            if deleted:
+                path.unlink(missing_ok=True)
+            _log(events, "warning", f"dataset {spec.id!r}: skipped broken image {path} ({reason})"
+                                    + ("; deleted (delete_problematic_images)" if deleted else ""))
+        if is_main:
+            write_manifest(spec.cache_dir, result.manifest)
+        check_size(result, needed, rule)
+        results.append(result)
+
+    samples = []
+    plans = []
+    for result in results:
+        by_bucket: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for s in result.samples:
+            by_bucket[s.bucket].append(len(samples))
+            samples.append(s)
+        buckets = [by_bucket[k] for k in sorted(by_bucket)]
+        check_buckets(result.spec, buckets, batch_size * num_processes)
+        plans.append(DatasetBuckets(id=result.spec.id, buckets=tuple(tuple(b) for b in buckets),
+                                    repeats=result.spec.repeats, probability=result.spec.probability))
+    if not any(p.probability > 0 for p in plans):
+        raise DataError("every dataset has \"probability\": 0; give at least one a positive probability")
+
+    text_id, text_dir = text_cache_dir(bundle)
+    latent_caches = {r.spec.id: LatentCache(r.spec.cache_dir) for r in results}
+    text_cache = TextCache(text_dir, fingerprint)
+    data = TrainData(samples, plans, family, latent_caches, text_cache, batch_size=batch_size,
+                     num_processes=num_processes, process_index=process_index, seed=cfg.seed,
+                     encode_on_the_fly=on_the_fly)
+
+    prompts = [c for s in samples for c in s.captions] + [""] + list(extra_prompts)
+    if is_main:
+        data.encoded_prompts, data.reused_prompts = encode_texts(text_id, prompts, text_cache, family, emit)
+    for result in results:
+        spec = result.spec
+        if on_the_fly:
+            lat = "encoded on the fly (vae_cache_disable)"
+        elif is_main:
+            enc, reu = encode_latents(spec.id, result.samples, latent_caches[spec.id], family,
+                                      cfg.vae_batch_size, emit)
+            data.encoded_latents += enc
+            data.reused_latents += reu
+            lat = f"latents encoded {enc}, reused {reu}"
+        else:
+            lat = "latents read from the main process's cache"
+        skipped = sum(result.skipped.values())
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(result.skipped.items()))
+        n_buckets = len({s.bucket for s in result.samples})
+        dropped = data.dropped_per_epoch.get(spec.id, 0)
+        _log(events, "info",
+             f"dataset {spec.id!r}: found {result.found} images, skipped {skipped}"
+             + (f" ({why})" if why else "") + f", {len(result.samples)} usable in {n_buckets} buckets "
+             f"× {spec.repeats + 1} passes; {lat}"
+             + (f"; {dropped} samples per epoch dropped (buckets not filling a batch of "
+                f"{batch_size * num_processes})" if dropped else ""))
+    if is_main:
+        _log(events, "info", f"text embeddings: encoded {data.encoded_prompts}, reused {data.reused_prompts}")
+    if on_the_fly:
+        family.load_vae()
+    wait_for_main()
+    if not is_main:
+        data.reused_prompts = len(set(prompts))
+        data.reused_latents = 0 if on_the_fly else len(samples)
+    return data
