@@ -1,9 +1,405 @@
-"""Cross-field rules: combinations of settings that cannot work, each with what to change."""
+"""Cross-field rules: combinations of settings that cannot work together, each saying what to change.
+
+Each rule reads a loaded bundle (and, when given, the hardware description from
+tuner.engine.hardware.probe()) and yields Issues; run_rules collects them all.
+"""
 from __future__ import annotations
 
-from tuner.engine.config import ConfigBundle, Issue
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuner.engine.config import QUANTISED_PRECISIONS, VIDEO_FAMILIES, ConfigBundle, DatasetConfig, Issue
+from tuner.engine.config_io import display
+
+PRECISION_KEYS = ("base_model_precision", "text_encoder_1_precision", "text_encoder_2_precision",
+                  "text_encoder_3_precision")
+FP8_MIN_CAPABILITY = (8, 9)
+BF16_MIN_CAPABILITY = (8, 0)
+# Above this an "area" resolution is surely an edge length in pixels, not megapixels.
+MAX_MEGAPIXELS = 16
+
+
+@dataclass
+class Context:
+    """What every rule needs: the bundle, the hardware, and the file names to report."""
+
+    bundle: ConfigBundle
+    hardware: dict | None
+    config_file: str
+    datasets_file: str
+
+    def config(self, level: str, key: str, message: str) -> Issue:
+        return Issue(level, self.config_file, key, message)
+
+    def dataset(self, level: str, ds: DatasetConfig, key: str, message: str) -> Issue:
+        return Issue(level, self.datasets_file, f"{ds.id}.{key}" if key else ds.id, message)
+
+    def is_set(self, key: str) -> bool:
+        return key in self.bundle.train.model_fields_set
+
+    @property
+    def apple(self) -> bool:
+        if self.hardware is None:
+            return sys.platform == "darwin"
+        name = str(self.hardware.get("platform", "")).lower()
+        return "darwin" in name or "macos" in name or any(
+            str(g.get("backend", "")).lower() == "mps" for g in self.hardware.get("gpus") or [])
+
+    def gpus_below(self, capability: tuple[int, int]) -> list[tuple[str, tuple[int, ...]]]:
+        """The described CUDA GPUs older than `capability`, as (name, capability)."""
+        found = []
+        for gpu in (self.hardware or {}).get("gpus") or []:
+            cc = gpu.get("compute_capability")
+            if cc and tuple(cc) < capability:
+                found.append((str(gpu.get("name", "GPU")), tuple(cc)))
+        return found
+
+
+Rule = Callable[[Context], Iterator[Issue]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
 
 
 def run_rules(bundle: ConfigBundle, hardware: dict | None = None) -> list[Issue]:
-    """Every cross-field problem in a loaded bundle."""
-    return []
+    """Every cross-field problem in a loaded bundle, in rule order."""
+    ctx = Context(bundle, hardware, display(bundle.config_path),
+                  display(bundle.databackend_path) if bundle.databackend_path else "multidatabackend.json")
+    return [issue for fn in RULES for issue in fn(ctx)]
+
+
+# --------------------------------------------------------------------------------------------
+# Model and training type
+# --------------------------------------------------------------------------------------------
+
+
+@rule
+def family_is_chosen(ctx: Context) -> Iterator[Issue]:
+    if not ctx.is_set("model_family"):
+        yield ctx.config("error", "model_family", "not set; add \"model_family\": \"sana\", \"sanavideo\" or \"sd3\"")
+
+
+@rule
+def full_rank_is_not_quantised(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if cfg.model_type == "full" and cfg.base_model_precision in QUANTISED_PRECISIONS:
+        yield ctx.config("error", "base_model_precision",
+                         f"{cfg.base_model_precision} quantises the base model, which full-rank training cannot "
+                         "update; set base_model_precision: no_change, or model_type: lora")
+
+
+@rule
+def sana_has_no_plain_lora(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if cfg.model_family == "sana" and cfg.model_type == "lora" and cfg.lora_type == "standard":
+        yield ctx.config("error", "lora_type",
+                         "plain LoRA is not supported on Sana; set lora_type: lycoris (LoKr, lr ~1e-4), "
+                         "or model_type: full")
+
+
+@rule
+def lycoris_settings(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if not cfg.lycoris_config:
+        return
+    if cfg.model_type != "lora" or cfg.lora_type != "lycoris":
+        yield ctx.config("warning", "lycoris_config", "ignored: it applies only with model_type: lora and lora_type: lycoris")
+    elif not ctx.bundle.resolve(cfg.lycoris_config).is_file():
+        yield ctx.config("error", "lycoris_config",
+                         f"{cfg.lycoris_config!r} not found (looked in {ctx.bundle.base_dir} and the config's "
+                         "folder); fix the path, or remove the key for the default LoKr settings")
+
+
+@rule
+def attention_works(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if cfg.attention_mechanism == "sageattention" and cfg.model_family in ("sana", "sanavideo"):
+        yield ctx.config("error", "attention_mechanism",
+                         "SageAttention does not support Sana's head size; set attention_mechanism: diffusers")
+
+
+# --------------------------------------------------------------------------------------------
+# Precision, optimizer, hardware
+# --------------------------------------------------------------------------------------------
+
+
+@rule
+def bf16_optimizer_needs_bf16(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if cfg.optimizer == "adamw_bf16" and cfg.mixed_precision != "bf16":
+        yield ctx.config("error", "optimizer",
+                         f"adamw_bf16 trains bf16 weights but mixed_precision is {cfg.mixed_precision!r}; "
+                         "set mixed_precision: bf16, or optimizer: adamw")
+
+
+@rule
+def fp8_is_supported(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    for key in PRECISION_KEYS:
+        if getattr(cfg, key) != "fp8-quanto":
+            continue
+        if ctx.apple:
+            yield ctx.config("error", key, "fp8-quanto does not run on Apple GPUs; use int8-quanto")
+        for name, cc in ctx.gpus_below(FP8_MIN_CAPABILITY):
+            yield ctx.config("error", key,
+                             f"fp8-quanto needs compute capability 8.9 or newer (Ada, Hopper); {name} is "
+                             f"{'.'.join(map(str, cc))}; use int8-quanto")
+            break
+
+
+@rule
+def bitsandbytes_is_supported(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if not ctx.apple:
+        return
+    for key in PRECISION_KEYS:
+        if getattr(cfg, key) == "nf4-bnb":
+            yield ctx.config("error", key, "nf4-bnb (bitsandbytes) does not run on Apple GPUs; use int8-quanto or int4-quanto")
+    if cfg.optimizer.startswith("bnb-"):
+        yield ctx.config("error", "optimizer", f"{cfg.optimizer} (bitsandbytes) does not run on Apple GPUs; "
+                         "use optimi-lion or adamw")
+
+
+@rule
+def bf16_is_supported(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if cfg.mixed_precision != "bf16":
+        return
+    for name, cc in ctx.gpus_below(BF16_MIN_CAPABILITY):
+        yield ctx.config("error", "mixed_precision",
+                         f"bf16 needs compute capability 8.0 or newer (Ampere); {name} is "
+                         f"{'.'.join(map(str, cc))}; set mixed_precision: fp16 and optimizer: adamw")
+        break
+
+
+@rule
+def offload_modes_exclusive(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if cfg.enable_group_offload and cfg.enable_model_cpu_offload:
+        yield ctx.config("error", "enable_model_cpu_offload",
+                         "cannot be used together with enable_group_offload; set one of them to false")
+
+
+@rule
+def checkpointing_interval_needs_checkpointing(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if cfg.gradient_checkpointing_interval and not cfg.gradient_checkpointing:
+        yield ctx.config("warning", "gradient_checkpointing_interval",
+                         "ignored without gradient_checkpointing: true; set it to use the interval")
+
+
+# --------------------------------------------------------------------------------------------
+# Schedule, length, checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+@rule
+def video_ignores_shift(ctx: Context) -> Iterator[Issue]:
+    if ctx.bundle.train.model_family not in VIDEO_FAMILIES:
+        return
+    for key in ("flow_schedule_shift", "flow_schedule_auto_shift"):
+        if ctx.is_set(key):
+            yield ctx.config("warning", key, "ignored for sanavideo: the checkpoint's own flow-matching schedule "
+                             "is used; remove the key")
+
+
+@rule
+def run_has_a_length(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if cfg.max_train_steps == 0 and cfg.num_train_epochs == 0:
+        yield ctx.config("error", "max_train_steps",
+                         "max_train_steps and num_train_epochs are both 0, so nothing would train; "
+                         "set max_train_steps (e.g. 1000) or num_train_epochs (e.g. 10)")
+    elif 0 < cfg.max_train_steps <= cfg.lr_warmup_steps:
+        yield ctx.config("warning", "lr_warmup_steps",
+                         f"warm-up ({cfg.lr_warmup_steps} steps) lasts the whole run ({cfg.max_train_steps} steps); "
+                         "lower lr_warmup_steps")
+
+
+@rule
+def resume_point_exists(ctx: Context) -> Iterator[Issue]:
+    value = ctx.bundle.train.resume_from_checkpoint
+    if value and value != "latest" and not ctx.bundle.resolve(value).is_dir():
+        yield ctx.config("error", "resume_from_checkpoint",
+                         f"{value!r} is not a checkpoint folder; use \"latest\", a folder under output_dir, "
+                         "or remove the key to start fresh")
+
+
+@rule
+def output_dir_is_a_folder(ctx: Context) -> Iterator[Issue]:
+    value = ctx.bundle.train.output_dir
+    if ctx.bundle.resolve(value).is_file():
+        yield ctx.config("error", "output_dir", f"{value!r} is a file; choose a folder name")
+
+
+@rule
+def area_resolution_is_megapixels(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if cfg.resolution_type == "area" and cfg.resolution > MAX_MEGAPIXELS:
+        yield ctx.config("error", "resolution",
+                         f"{cfg.resolution:g} with resolution_type area means {cfg.resolution:g} megapixels; "
+                         "give megapixels (e.g. 1.0) or set resolution_type: pixel_area for an edge length")
+    for ds in ctx.bundle.datasets:
+        kind = ds.resolution_type or cfg.resolution_type
+        if kind == "area" and ds.resolution is not None and ds.resolution > MAX_MEGAPIXELS:
+            yield ctx.dataset("error", ds, "resolution",
+                              f"{ds.resolution:g} with resolution_type area means {ds.resolution:g} megapixels; "
+                              "give megapixels (e.g. 1.0) or set resolution_type: pixel_area")
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+@rule
+def ema_validation_needs_ema(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if ctx.is_set("ema_validation") and cfg.ema_validation != "none" and not cfg.use_ema:
+        yield ctx.config("warning", "ema_validation", "ignored without use_ema: true")
+
+
+@rule
+def video_frames_only_for_video(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    frames = cfg.validation_num_video_frames
+    if frames is None:
+        return
+    if cfg.model_family not in VIDEO_FAMILIES:
+        yield ctx.config("error", "validation_num_video_frames",
+                         f"{cfg.model_family} makes images, not videos; remove the key (or use model_family: sanavideo)")
+    elif (frames - 1) % 4:
+        yield ctx.config("warning", "validation_num_video_frames",
+                         f"Sana Video makes 4k+1 frames; {frames} becomes {(frames - 1) // 4 * 4 + 1}; use e.g. 81")
+
+
+@rule
+def validation_has_prompts(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if not cfg.validation_disable and not cfg.validation_prompt and not ctx.bundle.prompts \
+            and not cfg.validation_prompt_library:
+        yield ctx.config("warning", "validation_prompt",
+                         "no validation prompt and no prompt library, so no samples will be made; "
+                         "set validation_prompt, or validation_disable: true")
+
+
+@rule
+def preview_steps_fit(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if cfg.validation_preview and cfg.validation_preview_steps > cfg.validation_num_inference_steps:
+        yield ctx.config("warning", "validation_preview_steps",
+                         f"{cfg.validation_preview_steps} is more than validation_num_inference_steps "
+                         f"({cfg.validation_num_inference_steps}), so only the final image is previewed; lower it")
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets
+# --------------------------------------------------------------------------------------------
+
+
+@rule
+def dataset_ids_unique(ctx: Context) -> Iterator[Issue]:
+    for ident, count in Counter(d.id for d in ctx.bundle.datasets).items():
+        if count > 1:
+            yield Issue("error", ctx.datasets_file, f"{ident}.id",
+                        f"{count} datasets share the id {ident!r}; give each a unique id (it names its cache)")
+
+
+@rule
+def has_training_data(ctx: Context) -> Iterator[Issue]:
+    enabled = ctx.bundle.enabled_datasets
+    if not enabled:
+        yield Issue("error", ctx.datasets_file, "dataset_type",
+                    "no enabled image or video dataset; add one with instance_data_dir, or set disabled: false")
+    elif all(d.probability == 0 for d in enabled):
+        yield Issue("error", ctx.datasets_file, "probability",
+                    "every enabled dataset has probability 0, so none is ever sampled; set one above 0")
+
+
+@rule
+def has_text_embed_cache(ctx: Context) -> Iterator[Issue]:
+    embeds = [d for d in ctx.bundle.datasets if d.dataset_type == "text_embeds" and not d.disabled]
+    defaults = [d for d in embeds if d.default]
+    if not defaults:
+        yield Issue("error", ctx.datasets_file, "default",
+                    "no text_embeds dataset with default: true; add {\"id\": \"text-embeds\", \"dataset_type\": "
+                    "\"text_embeds\", \"default\": true, \"cache_dir\": \"cache/text\"}"
+                    + (f" or set default: true on {embeds[0].id!r}" if embeds else ""))
+    elif len(defaults) > 1:
+        yield Issue("error", ctx.datasets_file, "default",
+                    f"{len(defaults)} text_embeds datasets have default: true "
+                    f"({', '.join(d.id for d in defaults)}); keep it on one")
+
+
+@rule
+def dataset_fields_fit_type(ctx: Context) -> Iterator[Issue]:
+    family = ctx.bundle.train.model_family
+    for ds in ctx.bundle.datasets:
+        if ds.video is not None and ds.dataset_type != "video":
+            yield ctx.dataset("error", ds, "video",
+                              f"a video block only applies to dataset_type: video (this is {ds.dataset_type!r}); "
+                              "remove it or set dataset_type: video")
+        if ds.dataset_type == "video" and not ds.disabled and family not in VIDEO_FAMILIES:
+            yield ctx.dataset("error", ds, "dataset_type",
+                              f"{family} trains on images; video datasets need model_family: sanavideo "
+                              "(or set disabled: true)")
+        if ds.dataset_type in ("image", "video") and ds.caption_strategy == "instanceprompt" and not ds.instance_prompt:
+            yield ctx.dataset("error", ds, "instance_prompt",
+                              "caption_strategy instanceprompt needs an instance_prompt; add one "
+                              "(e.g. \"a photo of sks dog\") or use caption_strategy: textfile")
+        if ds.crop_aspect_buckets and ds.crop_aspect not in ("closest", "random"):
+            yield ctx.dataset("warning", ds, "crop_aspect_buckets",
+                              f"ignored with crop_aspect {ds.crop_aspect!r}; set crop_aspect: closest or random")
+
+
+@rule
+def data_dirs_exist(ctx: Context) -> Iterator[Issue]:
+    for ds in ctx.bundle.datasets:
+        if ds.disabled or ds.dataset_type == "text_embeds":
+            continue
+        if not ds.instance_data_dir:
+            yield ctx.dataset("error", ds, "instance_data_dir",
+                              f"not set; give the folder that holds this dataset's {ds.dataset_type}s")
+            continue
+        path = ctx.bundle.resolve(ds.instance_data_dir)
+        if not path.is_dir():
+            where = (str(path) if Path(ds.instance_data_dir).expanduser().is_absolute()
+                     else f"{ctx.bundle.base_dir} and {ctx.bundle.config_path.parent}")
+            yield ctx.dataset("error", ds, "instance_data_dir",
+                              f"{ds.instance_data_dir!r} does not exist (looked in {where}); "
+                              "fix the path, or set disabled: true")
+
+
+@rule
+def video_block_is_consistent(ctx: Context) -> Iterator[Issue]:
+    for ds in ctx.bundle.datasets:
+        video = ds.video
+        if video is None or ds.dataset_type != "video":
+            continue
+        if video.min_frames and video.max_frames and video.min_frames > video.max_frames:
+            yield ctx.dataset("error", ds, "video.min_frames",
+                              f"min_frames {video.min_frames} is above max_frames {video.max_frames}; swap or fix them")
+        if video.max_frames and video.num_frames > video.max_frames:
+            yield ctx.dataset("error", ds, "video.num_frames",
+                              f"num_frames {video.num_frames} is above max_frames {video.max_frames}; "
+                              "lower num_frames or raise max_frames")
+        if (video.num_frames - 1) % 4:
+            yield ctx.dataset("warning", ds, "video.num_frames",
+                              f"Sana Video encodes 4k+1 frames; {video.num_frames} is trimmed to "
+                              f"{(video.num_frames - 1) // 4 * 4 + 1}; use e.g. 81")
+
+
+@rule
+def video_vae_matches(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    vae = cfg.pretrained_vae_model_name_or_path
+    if cfg.model_family == "sanavideo" and vae and vae != cfg.base_model():
+        yield ctx.config("warning", "pretrained_vae_model_name_or_path",
+                         f"{vae!r} differs from the base model {cfg.base_model()!r}; Sana Video needs its own "
+                         "VAE, so remove the key or set it to the base model's path")

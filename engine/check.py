@@ -1,0 +1,31 @@
+"""`tuner check PATH [--json]`: report every error and warning in a config folder before a run."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from tuner.engine.config import check_bundle
+
+
+def command(args: Any) -> int:
+    """Print the findings as `file: key: message` lines (errors first) or JSON; exit 1 on any error."""
+    issues = check_bundle(args.path)
+    errors = [i for i in issues if i.level == "error"]
+    warnings = [i for i in issues if i.level == "warning"]
+    if getattr(args, "json", False):
+        print(json.dumps({
+            "path": str(args.path),
+            "ok": not errors,
+            "errors": [dataclasses.asdict(i) for i in errors],
+            "warnings": [dataclasses.asdict(i) for i in warnings],
+        }, indent=2))
+    else:
+        # Plain `file: key: message` lines under a heading per level, so tools can parse them.
+        for heading, group in (("Errors:", errors), ("Warnings:", warnings)):
+            if group:
+                print(heading)
+                for issue in group:
+                    print(issue)
+        print(f"{len(errors)} error{'s' * (len(errors) != 1)}, {len(warnings)} warning{'s' * (len(warnings) != 1)}")
+    return 1 if errors else 0
