@@ -164,3 +164,16 @@ def test_manifest_is_json_and_state_dict_is_json(tmp_path):
     manifest = json.loads((tmp_path / "out/cache/vae/a/images.json").read_text())
     assert set(manifest["images"]) == {"img_a.png", "img_b.png"}
     json.dumps(data.state_dict())
+
+
+def test_unchanged_images_are_not_decoded_again_to_learn_their_size(tmp_path, monkeypatch):
+    images(tmp_path / "a", 3)
+    bundle = make_bundle(tmp_path, [{"id": "a", "instance_data_dir": "a"}])
+    prepare_data(bundle, CountingFamily())
+    import tuner.engine.data.scan as scan
+    opened = []
+    real = scan.load_rgb
+    monkeypatch.setattr(scan, "load_rgb", lambda p: opened.append(p) or real(p))
+    make_image(tmp_path / "a/img_d.png", 64, 64, seed=50)
+    prepare_data(bundle, CountingFamily())
+    assert [p.name for p in opened] == ["img_d.png"]

@@ -100,8 +100,8 @@ class TextCache:
         return load_tensors(self.path(caption))
 
 
-def read_manifest(folder: Path) -> dict[str, dict]:
-    """Known image sizes by path ({} when missing or unreadable: sizes are then probed again)."""
+def read_manifest(folder: Path, images_dir: Path) -> dict[str, dict]:
+    """Known image sizes by path ({} when missing, unreadable or for another folder: sizes are then probed again)."""
     try:
         data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -109,12 +109,16 @@ def read_manifest(folder: Path) -> dict[str, dict]:
     except (OSError, json.JSONDecodeError):
         # A damaged manifest only costs a re-probe of image sizes; the latents stay valid.
         return {}
-    return data.get("images", {}) if isinstance(data, dict) else {}
+    # Two datasets sharing a cache_dir_vae must not read each other's sizes.
+    if not isinstance(data, dict) or data.get("images_dir") != str(images_dir):
+        return {}
+    return data.get("images", {})
 
 
-def write_manifest(folder: Path, images: dict[str, dict]) -> None:
+def write_manifest(folder: Path, images_dir: Path, images: dict[str, dict]) -> None:
     """Save known image sizes (JSON, atomically)."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"version": 1, "images": images}, indent=0), encoding="utf-8")
+    body = {"version": 1, "images_dir": str(images_dir), "images": images}
+    tmp.write_text(json.dumps(body, indent=0), encoding="utf-8")
     os.replace(tmp, folder / MANIFEST_NAME)

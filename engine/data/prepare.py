@@ -50,7 +50,7 @@ def dataset_spec(bundle: Any, ds: Any) -> DatasetSpec:
         caption_strategy=getattr(ds, "caption_strategy", None) or "filename",
         instance_prompt=getattr(ds, "instance_prompt", None),
         repeats=int(getattr(ds, "repeats", 0) or 0),
-        probability=float(getattr(ds, "probability", 1.0) if getattr(ds, "probability", None) is not None else 1.0),
+        probability=float(1.0 if getattr(ds, "probability", None) is None else ds.probability),
         is_regularisation=bool(getattr(ds, "is_regularisation_data", False)),
         content_hash=bool(getattr(ds, "cache_content_hash", False)),
         use_manifest_only=any(word in skip for word in _MANIFEST_SKIPS),
@@ -123,7 +123,7 @@ def prepare_data(bundle: Any, family: Any, *, num_processes: int = 1, process_in
         if getattr(ds, "vae_cache_clear_each_epoch", False):
             _log(events, "warning", f"dataset {ds.id!r}: vae_cache_clear_each_epoch is not supported; "
                                     f"random crops are fixed per image and the cache is kept")
-        result = scan_dataset(spec, read_manifest(spec.cache_dir), family.pixel_alignment,
+        result = scan_dataset(spec, read_manifest(spec.cache_dir, spec.folder), family.pixel_alignment,
                               fingerprint, cfg.seed)
         for path, reason in result.broken:
             deleted = is_main and cfg.delete_problematic_images
@@ -132,7 +132,7 @@ def prepare_data(bundle: Any, family: Any, *, num_processes: int = 1, process_in
             _log(events, "warning", f"dataset {spec.id!r}: skipped broken image {path} ({reason})"
                                     + ("; deleted (delete_problematic_images)" if deleted else ""))
         if is_main:
-            write_manifest(spec.cache_dir, result.manifest)
+            write_manifest(spec.cache_dir, spec.folder, result.manifest)
         check_size(result, needed, rule)
         results.append(result)
 
