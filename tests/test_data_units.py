@@ -115,3 +115,13 @@ def test_transform_resizes_crops_and_scales_to_minus_one_one():
     assert t.shape == (3, 64, 64)
     assert t.min() >= -1 and t.max() <= 1
     assert t[0].mean() > 0.9 and t[2].mean() < -0.9
+
+
+def test_exif_rotated_photo_is_loaded_upright(tmp_path):
+    from tuner.engine.data.pixels import load_rgb
+    image = Image.new("RGB", (60, 40), (10, 200, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6                                          # "rotate 90° clockwise to view"
+    path = tmp_path / "phone.jpg"
+    image.save(path, exif=exif)
+    assert load_rgb(path).size == (40, 60)
