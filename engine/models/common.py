@@ -1,0 +1,163 @@
+"""Helpers every model family shares: dtypes, loading a component with a clear error, checkpointing
+every N-th block, fingerprints, and turning decoded tensors into images."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_DTYPES = {
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32, "no": torch.float32,
+}
+
+
+class ModelLoadError(RuntimeError):
+    """A model component could not be loaded; the message says which path and what to do."""
+
+
+def parse_dtype(name: str | torch.dtype | None, default: torch.dtype = torch.float32) -> torch.dtype:
+    """'bf16', 'fp16', 'fp32', 'no' (and torch dtypes) → torch.dtype; None or 'default' → `default`."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name is None or name == "default":
+        return default
+    try:
+        return _DTYPES[str(name).lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}: expected one of {sorted(_DTYPES)}") from None
+
+
+def hub_offline() -> bool:
+    """Whether Hugging Face Hub access is switched off for this process."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def looks_like_path(source: str) -> bool:
+    """A string meant as a folder rather than a hub id ("owner/name")."""
+    return (source.startswith(("/", ".", "~")) or "\\" in source or source.count("/") > 1
+            or Path(source).expanduser().exists())
+
+
+def resolve_source(source: str) -> str:
+    """A local folder as an absolute path, or a hub id unchanged; a missing folder raises ModelLoadError."""
+    if looks_like_path(source):
+        folder = Path(source).expanduser().resolve()
+        if not folder.is_dir():
+            raise ModelLoadError(
+                f"model folder {source!r} does not exist ({folder}). Check "
+                "pretrained_model_name_or_path / pretrained_vae_model_name_or_path in config.json, "
+                "or give a Hugging Face repo id such as 'owner/name'.")
+        return str(folder)
+    return source
+
+
+def load_component(cls: Any, source: str, subfolder: str | None, method: str = "from_pretrained",
+                   **kwargs: Any) -> Any:
+    """`cls.from_pretrained(source, subfolder=...)` (or `load_config`), turning a missing folder,
+    file or offline cache miss into one ModelLoadError that names the path and the fix."""
+    source = resolve_source(source)
+    local = Path(source).is_dir()
+    where = f"{source}/{subfolder}" if subfolder else source
+    if local and subfolder and not (Path(source) / subfolder).is_dir():
+        raise ModelLoadError(
+            f"{source} is not a complete diffusers model: the folder {subfolder}/ is missing. "
+            "Point pretrained_model_name_or_path at the folder that holds model_index.json.")
+    load = getattr(cls, method)
+    try:
+        if subfolder:
+            return load(source, subfolder=subfolder, **kwargs)
+        return load(source, **kwargs)
+    except (OSError, ValueError) as exc:  # hub misses are OSError; malformed repo ids ValueError
+        if local:
+            hint = "the folder exists but its files could not be read; rebuild or re-download it"
+        elif hub_offline():
+            hint = (f"HF_HUB_OFFLINE=1 is set and {source!r} is not in the local Hugging Face cache: "
+                    f"download it first (`huggingface-cli download {source}`) or give a local folder "
+                    f"(there is no folder {source!r} here either)")
+        else:
+            hint = "check the repo id, your network, and `huggingface-cli login` for gated models"
+        raise ModelLoadError(f"could not load {cls.__name__} from {where}: {hint}. ({exc.__class__.__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
+def source_fingerprint(source: str, files: Iterable[str]) -> str:
+    """A digest of a model's identity: the resolved path or repo id, plus the given config files
+    (relative to the folder, or from the hub cache's snapshot) when they can be read."""
+    digest = hashlib.sha256()
+    source = resolve_source(source)
+    digest.update(source.encode())
+    for name in files:
+        path = Path(source) / name
+        if not path.is_file() and not Path(source).is_dir():
+            path = _cached_hub_file(source, name)
+        if path is not None and path.is_file():
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _cached_hub_file(repo_id: str, filename: str) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(repo_id, filename)
+    except ValueError:  # not a valid repo id
+        return None
+    return Path(found) if isinstance(found, str) else None
+
+
+def json_digest(value: Any) -> str:
+    """A stable digest of JSON-able settings."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def checkpoint_blocks(model: torch.nn.Module, blocks: Iterable[torch.nn.Module], interval: int | None) -> None:
+    """Turn on diffusers' gradient checkpointing, recomputing only every `interval`-th block (None: all).
+
+    diffusers routes every block through one `_gradient_checkpointing_func` when checkpointing is
+    on; ours checkpoints the marked blocks and runs the others plainly, so `interval: 2` keeps the
+    activations of half the blocks. The mark is an attribute on the block, so it survives
+    deepcopy (EMA) and adapters wrapping the block's layers.
+    """
+    interval = max(1, int(interval or 1))
+    for index, block in enumerate(blocks):
+        block._tuner_checkpoint = index % interval == 0
+
+    def run_block(block: torch.nn.Module, *args: Any) -> Any:
+        if getattr(block, "_tuner_checkpoint", True):
+            return torch.utils.checkpoint.checkpoint(block.__call__, *args, use_reentrant=False)
+        return block(*args)
+
+    model.enable_gradient_checkpointing(gradient_checkpointing_func=run_block)
+
+
+def tensor_to_pil(images: torch.Tensor) -> list:
+    """Decoded images (B, 3, H, W) in [-1, 1] → PIL images."""
+    from PIL import Image
+
+    arrays = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in arrays]
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype of a module's first floating-point parameter (adapters may add fp32 ones later)."""
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return torch.float32
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare model inside a DDP / accelerate / torch.compile wrapper."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
