@@ -23,6 +23,17 @@ def planned_hardware(vram_gb: float | None, gpus: int | None) -> dict[str, Any]:
     return hardware.describe(vram_gb, 1 if gpus is None else gpus)
 
 
+def user_preset_errors(presets: list[Preset]) -> list[PresetError]:
+    """Config-model errors in the user's own presets (the shipped ones are checked by the tests)."""
+    from .overlay import check_preset
+
+    return [
+        PresetError(preset.path, issue.key, issue.message)
+        for preset in presets if preset.source != "shipped"
+        for issue in check_preset(preset) if issue.level == "error"
+    ]
+
+
 def preset_record(preset: Preset, fit: str, reason: str) -> dict[str, Any]:
     """One ranked preset as JSON: the header, the verdict and where the file is."""
     return {
@@ -55,7 +66,9 @@ def command(args: Any) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     errors: list[PresetError] = []
-    ranked = rank_presets(list_presets(getattr(args, "family", None), errors=errors), hw)
+    presets = list_presets(getattr(args, "family", None), errors=errors)
+    errors += user_preset_errors(presets)
+    ranked = rank_presets(presets, hw)
     if getattr(args, "json", False):
         print(json.dumps({
             "hardware": hw,

@@ -7,6 +7,7 @@ the preset does not name keeps the base's value.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 from .loader import Preset
@@ -57,29 +58,42 @@ def _apply_dataset(overlay: dict[str, Any], entry: dict[str, Any]) -> dict[str, 
 
 
 def check_preset(preset: Preset) -> list[Any]:
-    """The config model's issues with the preset's own keys (config and dataset overlays), as Issue objects."""
-    from tuner.engine.config import parse_datasets, parse_train_config
+    """The config model's findings (errors and warnings, as Issue objects) about the preset's own keys.
+
+    An overlay alone lacks the keys every run has (model path, output folder, datasets), so it is
+    checked on top of placeholders for those, and only findings about the preset's keys count.
+    """
+    from tuner.engine.config import ConfigBundle, parse_datasets, parse_train_config
+    from tuner.engine.config_rules import run_rules
 
     base = {"model_family": preset.model_family, "model_type": preset.model_type, **_PLACEHOLDER_BASE}
     config, datasets = apply_preset(preset, base, _PLACEHOLDER_DATASETS)
-    own_config = {"model_family", "model_type", *preset.config}
-    _, issues = parse_train_config(config, file=str(preset.path))
-    found = [i for i in issues if _top_key(i.key) in own_config]
-    _, dataset_issues = parse_datasets(datasets, file=str(preset.path))
-    own_dataset = set(preset.dataset)
-    found += [i for i in dataset_issues if _dataset_key(i.key) in own_dataset]
-    return found
+    file = str(preset.path)
+    train, issues = parse_train_config(config, file=file)
+    parsed, dataset_issues = parse_datasets(datasets, file=file)
+    own = {"model_family", "model_type", *preset.config, *preset.dataset}
+    found = [_renamed(i, f"config.{i.key}") for i in issues if _config_key(i.key) in own]
+    found += [_renamed(i, "dataset." + i.key.split(".", 1)[1]) for i in dataset_issues if _dataset_key(i.key) in own]
+    if train is not None and parsed is not None:
+        bundle = ConfigBundle(train=train, datasets=parsed, prompts={}, config_path=preset.path,
+                              databackend_path=None, prompts_path=None)
+        found += [i for i in run_rules(bundle) if _config_key(i.key) in own or _dataset_key(i.key) in own]
+    # The placeholder datasets repeat one overlay finding per dataset; the user needs it once.
+    unique = {(i.level, i.key, i.message): i for i in found}
+    return list(unique.values())
 
 
-def _top_key(key: str | None) -> str:
-    return (key or "").lstrip("-").split(".")[0].split("[")[0]
+def _renamed(issue: Any, key: str) -> Any:
+    # Name the key as it is spelled in the preset file ([config] / [dataset] tables).
+    return dataclasses.replace(issue, key=key)
+
+
+def _config_key(key: str | None) -> str:
+    # Issues name config keys plainly ('learning_rate') or with a sub-path ('optimizer_config.eps').
+    return (key or "").split(".")[0]
 
 
 def _dataset_key(key: str | None) -> str:
-    # Dataset issues may name a key as 'resolution', '[0].resolution' or 'id.video.num_frames'.
-    parts = [p for p in (key or "").replace("[", ".").replace("]", "").split(".") if p and not p.isdigit()]
-    for part in parts:
-        if part in {"video", "resolution", "crop", "crop_aspect", "crop_style", "resolution_type",
-                    "minimum_image_size", "maximum_image_size", "target_downsample_size", "repeats"}:
-            return part
-    return parts[-1] if parts else ""
+    # Dataset issues are named '<dataset id>.<key>[.<sub key>]'.
+    parts = (key or "").split(".")
+    return parts[1] if len(parts) > 1 else ""

@@ -61,13 +61,22 @@ def assess(preset: Preset, hardware: dict[str, Any]) -> tuple[str, str]:
     return FITS, f"about {preset.estimated_vram_gb:g} of {total:.1f} GB{per_gpu}"
 
 
-def _demand(preset: Preset) -> tuple:
-    # The most demanding tier that fits uses the machine best: more GPUs, then a bigger VRAM
-    # tier, then the heavier estimate (bigger batch, less quantisation).
-    return (-preset.gpus, -preset.min_vram_gb, -preset.estimated_vram_gb, preset.name)
+def _demand(preset: Preset) -> tuple[int, float, float]:
+    # How much machine a preset asks for: GPUs, then the VRAM tier, then the estimate (a bigger
+    # batch, less quantisation).
+    return (preset.gpus, preset.min_vram_gb, preset.estimated_vram_gb)
+
+
+def _key(item: tuple[Preset, str, str]) -> tuple:
+    preset, fit, _ = item
+    demand = _demand(preset)
+    if fit == NO_FIT:
+        # Among those that do not fit, the nearest miss is the useful one to see first.
+        return (_ORDER[fit], demand, preset.name)
+    # Among those that fit, the most demanding uses the machine best.
+    return (_ORDER[fit], tuple(-x for x in demand), preset.name)
 
 
 def rank_presets(presets: list[Preset], hardware: dict[str, Any]) -> list[tuple[Preset, str, str]]:
-    """(preset, fit, reason) for each preset: those that fit first (most demanding first), then tight, then the rest."""
-    assessed = [(p, *assess(p, hardware)) for p in presets]
-    return sorted(assessed, key=lambda item: (_ORDER[item[1]], _demand(item[0])))
+    """(preset, fit, reason) per preset: fits (most demanding first), then tight, then does not fit (nearest miss first)."""
+    return sorted(((p, *assess(p, hardware)) for p in presets), key=_key)
