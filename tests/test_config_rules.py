@@ -1,0 +1,206 @@
+"""Broken configs: each error names the file, the key, and what to change."""
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tuner.engine.config import ConfigError, Issue, check_bundle, load_bundle
+
+GOOD_CONFIG = {
+    "--model_family": "sd3",
+    "--model_type": "lora",
+    "--output_dir": "out",
+    "--optimizer": "adamw_bf16",
+    "--mixed_precision": "bf16",
+    "--max_train_steps": "100",
+    "--validation_prompt": "a dog",
+}
+GOOD_DATASETS = [
+    {"id": "pics", "type": "local", "instance_data_dir": "images", "caption_strategy": "textfile",
+     "cache_dir_vae": "cache/vae"},
+    {"id": "text-embeds", "type": "local", "dataset_type": "text_embeds", "default": True, "cache_dir": "cache/text"},
+]
+GOOD_PROMPTS = {"dog_beach": "a dog on a beach"}
+TURING = {"platform": "Linux-6.8", "gpus": [{"name": "NVIDIA T4", "compute_capability": [7, 5]}]}
+AMPERE = {"platform": "Linux-6.8", "gpus": [{"name": "NVIDIA RTX 3090", "compute_capability": [8, 6]}]}
+APPLE = {"platform": "macOS-14.4-arm64-arm-64bit", "gpus": []}
+
+
+def write_folder(root: Path, config: dict, datasets: list, prompts: dict | None) -> Path:
+    """A config folder under root/config with an images/ folder next to it."""
+    folder = root / "config"
+    folder.mkdir(exist_ok=True)
+    (root / "images").mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "multidatabackend.json").write_text(json.dumps(datasets))
+    if prompts is not None:
+        (folder / "user_prompt_library.json").write_text(json.dumps(prompts))
+    return folder
+
+
+def set_(**changes) -> Callable[[dict, list, dict], None]:
+    def edit(config: dict, datasets: list, prompts: dict) -> None:
+        config.update({f"--{k}": v for k, v in changes.items()})
+    return edit
+
+
+def dataset(index: int, **changes) -> Callable[[dict, list, dict], None]:
+    def edit(config: dict, datasets: list, prompts: dict) -> None:
+        datasets[index].update(changes)
+    return edit
+
+
+def both(*edits) -> Callable[[dict, list, dict], None]:
+    def edit(config: dict, datasets: list, prompts: dict) -> None:
+        for e in edits:
+            e(config, datasets, prompts)
+    return edit
+
+
+def drop(key: str) -> Callable[[dict, list, dict], None]:
+    def edit(config: dict, datasets: list, prompts: dict) -> None:
+        del config[f"--{key}"]
+    return edit
+
+
+def prompt(nickname: str, text: str) -> Callable[[dict, list, dict], None]:
+    def edit(config: dict, datasets: list, prompts: dict) -> None:
+        prompts[nickname] = text
+    return edit
+
+
+CONFIG, DATASETS, PROMPTS = "config.json", "multidatabackend.json", "user_prompt_library.json"
+
+# (id, edit, hardware, file, key, a piece of the fix the user reads)
+BROKEN = [
+    ("typo", set_(lerning_rate=1e-4), None, CONFIG, "lerning_rate", "did you mean 'learning_rate'"),
+    ("bad-choice", set_(optimizer="adamw8bit"), None, CONFIG, "optimizer", "bnb-adamw8bit"),
+    ("bad-bool", set_(use_ema="maybe"), None, CONFIG, "use_ema", "expected true or false"),
+    ("bad-int", set_(train_batch_size="four"), None, CONFIG, "train_batch_size", "expected a whole number"),
+    ("zero-batch", set_(train_batch_size=0), None, CONFIG, "train_batch_size", "gradient_accumulation_steps"),
+    ("full-quantised", set_(model_type="full", base_model_precision="int8-quanto"), None, CONFIG,
+     "base_model_precision", "base_model_precision: no_change"),
+    ("bf16-optimizer-fp16", set_(mixed_precision="fp16"), None, CONFIG, "optimizer", "mixed_precision: bf16"),
+    ("sana-plain-lora", set_(model_family="sana", lora_type="standard"), None, CONFIG, "lora_type",
+     "lora_type: lycoris"),
+    ("fp8-old-gpu", set_(base_model_precision="fp8-quanto"), AMPERE, CONFIG, "base_model_precision", "int8-quanto"),
+    ("fp8-apple", set_(text_encoder_3_precision="fp8-quanto", optimizer="adamw", mixed_precision="no"), APPLE,
+     CONFIG, "text_encoder_3_precision", "Apple"),
+    ("bf16-turing", set_(), TURING, CONFIG, "mixed_precision", "mixed_precision: fp16"),
+    ("bad-validation-size", set_(validation_resolution="1024by768"), None, CONFIG, "validation_resolution",
+     "WIDTHxHEIGHT"),
+    ("no-default-embeds", dataset(1, default=False), None, DATASETS, "default", "default: true"),
+    ("video-block-on-images", dataset(0, video={"num_frames": 81}), None, DATASETS, "pics.video",
+     "set dataset_type: video"),
+    ("video-on-image-family", dataset(0, dataset_type="video"), None, DATASETS, "pics.dataset_type",
+     "model_family: sanavideo"),
+    ("two-offloads", set_(enable_group_offload=True, enable_model_cpu_offload="true"), None, CONFIG,
+     "enable_model_cpu_offload", "set one of them to false"),
+    ("instanceprompt-without-prompt", dataset(0, caption_strategy="instanceprompt"), None, DATASETS,
+     "pics.instance_prompt", "add one"),
+    ("missing-data-dir", dataset(0, instance_data_dir="no/such/folder"), None, DATASETS, "pics.instance_data_dir",
+     "fix the path"),
+    ("no-training-data", dataset(0, disabled=True), None, DATASETS, "dataset_type", "add one with instance_data_dir"),
+    ("duplicate-ids", dataset(1, id="pics"), None, DATASETS, "pics.id", "unique id"),
+    ("no-checkpoints-kept", set_(checkpoints_total_limit=0), None, CONFIG, "checkpoints_total_limit",
+     "keep every checkpoint"),
+    ("video-frames-on-images", set_(validation_num_video_frames=81), None, CONFIG, "validation_num_video_frames",
+     "remove the key"),
+    ("no-length", set_(max_train_steps=0, num_train_epochs=0), None, CONFIG, "max_train_steps",
+     "set max_train_steps"),
+    ("dataset-typo", dataset(0, crop_aspects="square"), None, DATASETS, "pics.crop_aspects",
+     "did you mean 'crop_aspect'"),
+    ("dataset-bad-choice", dataset(0, crop_aspect="wide"), None, DATASETS, "pics.crop_aspect",
+     "square, preserve, closest, random"),
+    ("video-bad-choice", both(set_(model_family="sanavideo", model_type="full"),
+                              dataset(0, dataset_type="video", video={"bucket_strategy": "frames"})), None,
+     DATASETS, "pics.video.bucket_strategy", "aspect_ratio, resolution_frames"),
+    ("token-nickname", prompt("<token>_portrait", "a portrait"), None, PROMPTS, "<token>_portrait",
+     "replace <token>"),
+    ("empty-prompt", prompt("blank", ""), None, PROMPTS, "blank", "non-empty prompt"),
+    ("datasets-file-missing", set_(data_backend_config="config/nope.json"), None, CONFIG, "data_backend_config",
+     "fix the path"),
+    ("sageattention-sana", set_(model_family="sana", model_type="full", attention_mechanism="sageattention"), None,
+     CONFIG, "attention_mechanism", "attention_mechanism: diffusers"),
+    ("area-in-pixels", set_(resolution_type="area", resolution=1024), None, CONFIG, "resolution", "pixel_area"),
+    ("family-unset", drop("model_family"), None, CONFIG, "model_family", "sanavideo"),
+    ("resume-missing", set_(resume_from_checkpoint="out/checkpoint-99"), None, CONFIG, "resume_from_checkpoint",
+     "\"latest\""),
+    ("lycoris-file-missing", set_(model_family="sana", lora_type="lycoris", lycoris_config="lokr.json"), None,
+     CONFIG, "lycoris_config", "fix the path"),
+    ("min-above-max-frames", both(set_(model_family="sanavideo", model_type="full"),
+                                  dataset(0, dataset_type="video", video={"min_frames": 90, "max_frames": 60,
+                                                                          "num_frames": 49})), None,
+     DATASETS, "pics.video.min_frames", "swap or fix them"),
+]
+
+
+@pytest.mark.parametrize("edit, hardware, file, key, fix", [case[1:] for case in BROKEN], ids=[c[0] for c in BROKEN])
+def test_broken_config_names_file_key_and_fix(tmp_path: Path, edit, hardware, file, key, fix) -> None:
+    config, datasets, prompts = copy.deepcopy(GOOD_CONFIG), copy.deepcopy(GOOD_DATASETS), copy.deepcopy(GOOD_PROMPTS)
+    edit(config, datasets, prompts)
+    folder = write_folder(tmp_path, config, datasets, prompts)
+    issues = check_bundle(folder, base_dir=tmp_path, hardware=hardware)
+    errors = [i for i in issues if i.level == "error"]
+    matching = [i for i in errors if i.key == key]
+    assert matching, f"no error on {key!r}; got: {[str(i) for i in issues]}"
+    assert any(i.file.endswith(file) and fix in i.message for i in matching), [str(i) for i in matching]
+    with pytest.raises(ConfigError) as info:
+        load_bundle(folder, base_dir=tmp_path, hardware=hardware)
+    assert f"{file}: {key}: " in str(info.value)
+
+
+def test_good_config_has_no_errors(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path, GOOD_CONFIG, GOOD_DATASETS, GOOD_PROMPTS)
+    assert check_bundle(folder, base_dir=tmp_path, hardware=AMPERE) == []
+
+
+def test_invalid_json_names_the_line(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path, GOOD_CONFIG, GOOD_DATASETS, GOOD_PROMPTS)
+    (folder / "config.json").write_text('{"--model_family": "sd3",\n "--output_dir": }')
+    [issue] = check_bundle(folder, base_dir=tmp_path)
+    assert issue.file.endswith("config.json") and "line 2" in issue.message
+
+
+def test_every_fault_is_reported_at_once(tmp_path: Path) -> None:
+    config = {**GOOD_CONFIG, "--lerning_rate": "1e-4", "--lr_scheduler": "sine"}
+    datasets = copy.deepcopy(GOOD_DATASETS)
+    datasets[0]["instance_data_dir"] = "missing"
+    folder = write_folder(tmp_path, config, datasets, GOOD_PROMPTS)
+    with pytest.raises(ConfigError) as info:
+        load_bundle(folder, base_dir=tmp_path)
+    assert sorted(i.key for i in info.value.issues if i.level == "error") == \
+        ["lerning_rate", "lr_scheduler", "pics.instance_data_dir"]
+    assert str(info.value).startswith("3 errors in the config:")
+
+
+def warnings_for(tmp_path: Path, config: dict, datasets: list | None = None) -> dict[str, str]:
+    folder = write_folder(tmp_path, config, datasets or GOOD_DATASETS, GOOD_PROMPTS)
+    bundle = load_bundle(folder, base_dir=tmp_path)
+    assert all(isinstance(w, Issue) and w.level == "warning" for w in bundle.warnings)
+    return {w.key: w.message for w in bundle.warnings}
+
+
+def test_simpletuner_only_keys_are_warnings(tmp_path: Path) -> None:
+    found = warnings_for(tmp_path, {**GOOD_CONFIG, "--snr_gamma": "5", "--validation_steps": "50"})
+    assert found["snr_gamma"] == "not supported, ignored (a SimpleTuner option tuner does not implement)"
+    assert "checkpoint_step_interval" not in found and "validation_step_interval" in found["validation_steps"]
+    folder = tmp_path / "config"
+    assert load_bundle(folder, base_dir=tmp_path).train.validation_step_interval == 50
+
+
+def test_sana_video_warns_about_shift_and_vae(tmp_path: Path) -> None:
+    config = {**GOOD_CONFIG, "--model_family": "sanavideo", "--model_type": "full",
+              "--flow_schedule_shift": "3", "--flow_schedule_auto_shift": "true",
+              "--pretrained_vae_model_name_or_path": "someone/other-vae", "--validation_num_video_frames": 80}
+    datasets = copy.deepcopy(GOOD_DATASETS)
+    datasets[0].update(dataset_type="video", video={"num_frames": 81, "bucket_strategy": "resolution_frames"})
+    found = warnings_for(tmp_path, config, datasets)
+    assert "checkpoint's own flow-matching schedule" in found["flow_schedule_shift"]
+    assert "ignored for sanavideo" in found["flow_schedule_auto_shift"]
+    assert "Sana Video needs its own VAE" in found["pretrained_vae_model_name_or_path"]
+    assert "becomes 77" in found["validation_num_video_frames"]
