@@ -18,7 +18,7 @@ def planned_hardware(vram_gb: float | None, gpus: int | None) -> dict[str, Any]:
     if vram_gb is None:
         detected = hardware.probe()["gpus"]
         if not detected:
-            raise PresetError("--gpus", None, "no GPU detected to take the VRAM from; give --vram-gb as well")
+            raise ValueError("--gpus alone takes the VRAM from this machine's GPUs, and none was found; give --vram-gb too")
         vram_gb = min(g["vram_total_gb"] for g in detected)
     return hardware.describe(vram_gb, 1 if gpus is None else gpus)
 
@@ -62,7 +62,7 @@ def command(args: Any) -> int:
             print(preset.path.read_text(encoding="utf-8"), end="")
             return 0
         hw = planned_hardware(getattr(args, "vram_gb", None), getattr(args, "gpus", None))
-    except PresetError as exc:
+    except ValueError as exc:  # PresetError included: a bad --show name or file, or a bad plan
         print(f"error: {exc}", file=sys.stderr)
         return 2
     errors: list[PresetError] = []

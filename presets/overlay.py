@@ -45,7 +45,7 @@ def apply_preset(
 def _apply_dataset(overlay: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(entry)
     kind = out.get("dataset_type")
-    if kind not in PIXEL_DATASET_TYPES or out.get("disabled") is True:
+    if kind not in PIXEL_DATASET_TYPES:
         return out
     for key, value in overlay.items():
         if key == "video":

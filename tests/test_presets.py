@@ -251,3 +251,9 @@ def test_tuner_presets_show_prints_the_file(capsys):
     assert capsys.readouterr().out == load_preset("sd35-large-multigpu-lora").path.read_text()
     assert main(["presets", "--show", "no-such-preset"]) == 2
     assert "no preset of that name" in capsys.readouterr().err
+
+
+def test_tuner_presets_gpus_without_vram_on_a_gpu_less_machine_says_what_to_add(capsys, monkeypatch):
+    monkeypatch.setattr("tuner.engine.hardware.probe", lambda path=".": describe(0, 0))
+    assert main(["presets", "--gpus", "2"]) == 2
+    assert "--vram-gb" in capsys.readouterr().err
