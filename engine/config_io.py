@@ -111,10 +111,12 @@ def read_data(path: Path) -> tuple[Any, list[Issue]]:
 
 
 def _nearest(key: str, *pools: typing.Iterable[str]) -> str | None:
+    """The closest valid name, ignoring case ("BF16" → "bf16"), searching the pools in order."""
     for pool in pools:
-        match = difflib.get_close_matches(key, list(pool), n=1, cutoff=0.6)
+        by_lower = {name.lower(): name for name in pool}
+        match = difflib.get_close_matches(key.lower(), list(by_lower), n=1, cutoff=0.6)
         if match:
-            return match[0]
+            return by_lower[match[0]]
     return None
 
 
@@ -341,9 +343,12 @@ def _companion(raw: dict[str, Any], key: str, defaults: tuple[str, ...], config_
         path = resolve_path(value, base_dir, config_file.parent)
         if path.is_file():
             return path, []
+        beside = config_file.parent / Path(value).name
+        hint = (f"; {beside.name} sits next to the config: run from the folder the path is relative to, "
+                "or remove the key to use it") if beside.is_file() else \
+            f"; fix the path, or remove the key to use {defaults[0]} next to the config"
         return None, [Issue("error", display(config_file), key,
-                            f"{value!r} not found (looked in {base_dir} and {config_file.parent}); "
-                            f"fix the path, or remove the key to use {defaults[0]} next to the config")]
+                            f"{value!r} not found (looked in {base_dir} and {config_file.parent}){hint}")]
     for name in defaults:
         if (config_file.parent / name).is_file():
             return config_file.parent / name, []

@@ -203,3 +203,15 @@ def test_config_modules_do_not_import_torch() -> None:
             "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_wrong_working_dir_is_explained(st_root: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # SimpleTuner paths are relative to its checkout; checked from elsewhere, say so instead of "not found".
+    issues = check_bundle(st_root / "config", base_dir=tmp_path_factory.mktemp("elsewhere"))
+    message = next(i.message for i in issues if i.key == "data_backend_config")
+    assert "multidatabackend.json sits next to the config: run from the folder the path is relative to" in message
+
+
+def test_choice_suggestion_ignores_case() -> None:
+    _, issues = parse_train_config({"mixed_precision": "BF16"})
+    assert issues[0].message.endswith("did you mean 'bf16'?")
