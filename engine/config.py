@@ -1,7 +1,7 @@
 """The run's configuration: pydantic models with SimpleTuner's key names, and the shared config API.
 
 Torch-free: the daemon and the TUI import it. Loading and saving live in config_io.py, the
-cross-field rules in config_rules.py; both are re-exported here so callers import one module.
+cross-field rules in config_rules.py; the loading API is reachable from here so callers import one module.
 """
 from __future__ import annotations
 
@@ -477,15 +477,17 @@ def field_info(model_cls: type[BaseModel], key: str) -> dict[str, Any]:
     }
 
 
-# The API others import from here; defined in the split-out modules (which import the models above).
-from tuner.engine.config_io import (  # noqa: E402
-    check_bundle,
-    load_bundle,
-    parse_datasets,
-    parse_prompts,
-    parse_train_config,
-    save_bundle,
-)
+# Loading and saving live in config_io.py, which imports the models above; they are looked up
+# on first use (PEP 562) so either module can be imported first without a cycle.
+_IO_NAMES = ("check_bundle", "load_bundle", "parse_datasets", "parse_prompts", "parse_train_config", "save_bundle")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _IO_NAMES:
+        from tuner.engine import config_io
+        return getattr(config_io, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Issue", "ConfigError", "TrainConfig", "DatasetConfig", "VideoConfig", "ConfigBundle",
