@@ -379,9 +379,11 @@ def _load(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None,
     db_path, found = _companion(raw_keys, "data_backend_config", DATABACKEND_NAMES, config_file, base, True)
     issues += found
     datasets: list[DatasetConfig] = []
+    datasets_read = False
     if db_path is not None:
         data, found = read_data(db_path)
         issues += found
+        datasets_read = data is not None
         if data is not None:
             datasets, found = _parse_datasets(data, display(db_path))
             issues += found
@@ -400,7 +402,8 @@ def _load(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None,
     bundle = ConfigBundle(train=partial or TrainConfig(), datasets=datasets, prompts=prompts,
                           config_path=config_file.absolute(), databackend_path=db_path and db_path.absolute(),
                           prompts_path=prompts_path and prompts_path.absolute(), base_dir=base)
-    if partial is not None and db_path is not None:
+    # Rules on an unreadable datasets file would only add "no dataset" noise to the real error.
+    if partial is not None and datasets_read:
         issues += run_rules(bundle, hardware)
     bundle.warnings = [i for i in issues if i.level == "warning"]
     ok = train is not None and not any(i.level == "error" for i in issues)

@@ -166,6 +166,13 @@ def test_invalid_json_names_the_line(tmp_path: Path) -> None:
     assert issue.file.endswith("config.json") and "line 2" in issue.message
 
 
+def test_unreadable_datasets_file_is_the_only_dataset_error(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path, GOOD_CONFIG, GOOD_DATASETS, GOOD_PROMPTS)
+    (folder / "multidatabackend.json").write_text('[{"id": "pics",}]')
+    [issue] = check_bundle(folder, base_dir=tmp_path)
+    assert issue.file.endswith("multidatabackend.json") and "not valid JSON at line 1" in issue.message
+
+
 def test_every_fault_is_reported_at_once(tmp_path: Path) -> None:
     config = {**GOOD_CONFIG, "--lerning_rate": "1e-4", "--lr_scheduler": "sine"}
     datasets = copy.deepcopy(GOOD_DATASETS)
