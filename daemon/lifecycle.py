@@ -4,7 +4,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -67,6 +66,43 @@ def clean_stale() -> list[str]:
     return removed
 
 
+def _spawn_detached(argv: list[str], log: Path) -> int:
+    """Run `argv` as a daemon (double fork: own session, not our child, output to `log`); its pid."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(read_end)
+            os.setsid()
+            grandchild = os.fork()
+            if grandchild == 0:
+                os.close(write_end)
+                out = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.dup2(out, 1)
+                os.dup2(out, 2)
+                os.chdir(paths.data_dir())
+                os.execv(argv[0], argv)
+            os.write(write_end, str(grandchild).encode())
+        finally:
+            os._exit(127)  # the intermediate always ends here; the grandchild only if exec failed
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        pid = f.read()
+    os.waitpid(child, 0)
+    if not pid:
+        raise RuntimeError("could not fork the daemon")
+    return int(pid)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def start(timeout: float = 20.0) -> tuple[bool, dict[str, Any]]:
     """Start tunerd in the background (its own session, output to daemon.log) unless one runs.
 
@@ -76,22 +112,18 @@ def start(timeout: float = 20.0) -> tuple[bool, dict[str, Any]]:
         return True, info
     clean_stale()
     log = paths.daemon_log()
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tuner.daemon.server"], stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=str(paths.data_dir()))
+    pid = _spawn_detached([sys.executable, "-m", "tuner.daemon.server"], log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = running()
         if info is not None:
-            return False, info
-        code = proc.poll()
-        if code is not None:
-            # Lost a race with another `tunerd start`: that one is the daemon now.
-            info = running() if code == 3 else None
+            # Another `tunerd start` may have won the race for the lock: that one is the daemon.
+            return info["pid"] != pid, info
+        if _gone(pid):
+            info = running()
             if info is not None:
                 return True, info
-            raise RuntimeError(f"tunerd exited at start (status {code}); the end of {log}:\n{_tail(log)}")
+            raise RuntimeError(f"tunerd exited at start; the end of {log}:\n{_tail(log)}")
         time.sleep(0.05)
     raise RuntimeError(f"tunerd did not answer within {timeout:.0f}s; see {log}")
 

@@ -159,5 +159,6 @@ def stage(job_id: str, staging: Path, bundle: tuple, cwd: Path, source: str, nam
         shutil.rmtree(staging, ignore_errors=True)
         raise
     output = config.get("output_dir") or config.get("--output_dir") or ""
-    job = Job(id=job_id, dir=str(final), name=name, source=source, gpus=gpus, output_dir=str(output))
+    job = Job(id=job_id, dir=str(final), name=name, source=source, gpus=gpus, output_dir=str(output),
+              reason="submitted")
     return job, warnings
