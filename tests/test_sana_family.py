@@ -178,3 +178,19 @@ def test_fingerprint_changes_with_model_and_encoding_settings(family, tiny_sana,
     other = SanaFamily(make_cfg(build_tiny_sana(tmp_path / "seed1", seed=1)), torch.device("cpu"), torch.float32)
     assert same.fingerprint() == family.fingerprint()
     assert len({family.fingerprint(), longer.fingerprint(), other.fingerprint()}) == 3
+
+
+def test_fingerprint_changes_when_vae_weights_change_in_place(family, tiny_sana, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_sana, copy)
+    before = SanaFamily(make_cfg(copy), torch.device("cpu"), torch.float32).fingerprint()
+    weights = copy / "vae" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1
+    save_file(tensors, weights)
+    assert SanaFamily(make_cfg(copy), torch.device("cpu"), torch.float32).fingerprint() != before

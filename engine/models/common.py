@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -82,25 +83,47 @@ def load_component(cls: Any, source: str, subfolder: str | None, method: str = "
                     f"download it first (`huggingface-cli download {source}`) or give a local folder "
                     f"(there is no folder {source!r} here either)")
         else:
-            hint = "check the repo id, your network, and `huggingface-cli login` for gated models"
+            hint = ("check pretrained_model_name_or_path (a repo id 'owner/name' or a local folder), "
+                    "your network, and `huggingface-cli login` for gated models")
         raise ModelLoadError(f"could not load {cls.__name__} from {where}: {hint}. ({exc.__class__.__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
 
 
-def source_fingerprint(source: str, files: Iterable[str]) -> str:
-    """A digest of a model's identity: the resolved path or repo id, plus the given config files
-    (relative to the folder, or from the hub cache's snapshot) when they can be read."""
+# Weight files up to this size are hashed by content (tiny models stay stable when rebuilt);
+# larger ones by size and modification time, since hashing gigabytes per run is too slow.
+_HASH_CONTENT_BYTES = 64 << 20
+
+
+def source_fingerprint(source: str, files: Iterable[str], weight_folders: Iterable[str] = ()) -> str:
+    """A digest of a model's identity: the resolved path or repo id, the given config files (from
+    the folder, or the hub cache's snapshot, whose path carries the commit), and for local folders
+    the weight files under `weight_folders`."""
     digest = hashlib.sha256()
     source = resolve_source(source)
     digest.update(source.encode())
+    folder = Path(source) if Path(source).is_dir() else None
     for name in files:
-        path = Path(source) / name
-        if not path.is_file() and not Path(source).is_dir():
-            path = _cached_hub_file(source, name)
+        path = folder / name if folder else _cached_hub_file(source, name)
         if path is not None and path.is_file():
-            digest.update(name.encode())
+            digest.update(name.encode() if folder else str(path).encode())
             digest.update(path.read_bytes())
+    for sub in weight_folders if folder else ():
+        for path in sorted((folder / sub).glob("*")):
+            if path.is_file():
+                stat = path.stat()
+                digest.update(f"{sub}/{path.name}".encode())
+                digest.update(path.read_bytes() if stat.st_size <= _HASH_CONTENT_BYTES
+                              else f"{stat.st_size}:{stat.st_mtime_ns}".encode())
     return digest.hexdigest()
+
+
+def link_or_copy(src: str, dst: str) -> str:
+    """Hard-link a file (weights are never edited in place, and this saves gigabytes), else copy it."""
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copy2(src, dst)
+    return dst
 
 
 def _cached_hub_file(repo_id: str, filename: str) -> Path | None:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from tuner.engine.models.common import (
-    checkpoint_blocks, json_digest, load_component, model_dtype, resolve_source, source_fingerprint,
+    checkpoint_blocks, json_digest, link_or_copy, load_component, model_dtype, resolve_source, source_fingerprint,
     tensor_to_pil, unwrap,
 )
 
@@ -85,6 +85,8 @@ class SanaFamily:
         encoder = load_component(AutoModel, self.source, "text_encoder", dtype=self.weight_dtype)
         encoder.requires_grad_(False).eval()
         self.text_encoder = encoder.to(self.device)
+        # Caption dropout needs it after the encoder is unloaded, so it is made while loaded.
+        self.empty_prompt()
 
     def unload_text_encoders(self) -> None:
         """Drop the text encoder and return its memory."""
@@ -114,8 +116,9 @@ class SanaFamily:
 
     def fingerprint(self) -> str:
         """Changes with the model's identity files or the prompt-encoding settings."""
-        parts = [source_fingerprint(self.source, _IDENTITY_FILES),
-                 source_fingerprint(self.vae_source, ("vae/config.json",)),
+        # The transformer's weights are left out: they change no cached latent or embedding.
+        parts = [source_fingerprint(self.source, _IDENTITY_FILES, ("text_encoder", "tokenizer")),
+                 source_fingerprint(self.vae_source, ("vae/config.json",), ("vae",)),
                  json_digest({"max_length": self.max_length, "instruction": self.instruction,
                               "text_dtype": str(self.weight_dtype), "family": self.name})]
         return json_digest(parts)[:16]
@@ -189,12 +192,14 @@ class SanaFamily:
 
     # --- validation and export --------------------------------------------------------------------
     def _scheduler(self):
-        from diffusers import DPMSolverMultistepScheduler
+        """A fresh instance of the base model's own inference scheduler (it keeps per-run state)."""
+        import diffusers
 
         if self.scheduler_config is None:
-            self.scheduler_config = load_component(DPMSolverMultistepScheduler, self.source, "scheduler",
-                                                   method="load_config")
-        return DPMSolverMultistepScheduler.from_config(self.scheduler_config)
+            self.scheduler_config = load_component(diffusers.DPMSolverMultistepScheduler, self.source,
+                                                   "scheduler", method="load_config")
+        cls = getattr(diffusers, self.scheduler_config.get("_class_name", ""), diffusers.DPMSolverMultistepScheduler)
+        return cls.from_config(self.scheduler_config)
 
     @torch.no_grad()
     def generate(self, model: torch.nn.Module, text: dict[str, torch.Tensor], negative_text: dict[str, torch.Tensor],
@@ -258,7 +263,7 @@ class SanaFamily:
         try:
             shutil.copy2(base / "model_index.json", tmp / "model_index.json")
             for part in _COPIED_PARTS:
-                shutil.copytree(base / part, tmp / part)
+                shutil.copytree(base / part, tmp / part, copy_function=link_or_copy)
             self.load_vae()
             self.vae.save_pretrained(tmp / "vae", safe_serialization=True)
             unwrap(model).save_pretrained(tmp / "transformer", safe_serialization=True)
