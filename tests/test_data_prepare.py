@@ -177,3 +177,25 @@ def test_unchanged_images_are_not_decoded_again_to_learn_their_size(tmp_path, mo
     make_image(tmp_path / "a/img_d.png", 64, 64, seed=50)
     prepare_data(bundle, CountingFamily())
     assert [p.name for p in opened] == ["img_d.png"]
+
+
+def test_other_processes_wait_for_the_main_scan_and_decode_nothing(tmp_path, monkeypatch):
+    images(tmp_path / "a", 2)
+    bundle = make_bundle(tmp_path, [{"id": "a", "instance_data_dir": "a"}])
+    import tuner.engine.data.scan as scan
+    opened = []
+    real = scan.load_rgb
+    monkeypatch.setattr(scan, "load_rgb", lambda p: opened.append(p) or real(p))
+    prepare_data(bundle, CountingFamily(), num_processes=1)                 # the main process's part
+    opened.clear()
+    fam = CountingFamily()
+    other = prepare_data(bundle, fam, process_index=0, is_main=False)
+    assert opened == [] and fam.pixels_encoded == 0 and other.reused_latents == 2
+
+
+def test_error_in_the_main_scan_still_releases_the_other_processes(tmp_path):
+    waits = []
+    bundle = make_bundle(tmp_path, [{"id": "gone", "instance_data_dir": "missing"}])
+    with pytest.raises(DataError, match="gone.*missing"):
+        prepare_data(bundle, CountingFamily(), wait_for_main=lambda: waits.append(1))
+    assert waits == [1]

@@ -84,7 +84,7 @@ def test_two_processes_take_disjoint_halves_of_the_same_bucket(tmp_path):
     fam = CountingFamily()
     other = prepare_data(bundle, fam, num_processes=2, process_index=1, is_main=False,
                          wait_for_main=lambda: waits.append("other"))
-    assert waits == ["main", "other"] and fam.pixels_encoded == 0 and fam.prompts_encoded == []
+    assert waits == ["main", "main", "other", "other"] and fam.pixels_encoded == 0 and fam.prompts_encoded == []
     assert main.batches_per_epoch == other.batches_per_epoch == 2
     for _ in range(4):
         a, b = main.next_batch(), other.next_batch()

@@ -99,25 +99,11 @@ def _log(events: Any, level: str, message: str) -> None:
         events.emit("log", level=level, message=message)
 
 
-def prepare_data(bundle: Any, family: Any, *, num_processes: int = 1, process_index: int = 0,
-                 is_main: bool = True, wait_for_main: Callable[[], None] = lambda: None,
-                 events: Any = None, extra_prompts: Iterable[str] = ()) -> TrainData:
-    """Scan, check, cache (main process) and wait (every process) — then the data is ready to draw."""
+def _scan_all(bundle: Any, datasets: list, family: Any, fingerprint: str, events: Any, *,
+              is_main: bool) -> list[ScanResult]:
+    """Scan every dataset, report (and maybe delete) broken images; the main process saves manifests."""
     cfg = bundle.train
-    events = events if is_main else None
-    emit = events.emit if events is not None else (lambda *a, **k: None)
-    datasets = bundle.enabled_datasets
-    if not datasets:
-        raise DataError("multidatabackend.json has no enabled image dataset; add one with "
-                        "\"dataset_type\": \"image\" and an instance_data_dir")
-    fingerprint = family.fingerprint()
-    batch_size = cfg.train_batch_size
-    needed = batch_size * cfg.gradient_accumulation_steps * num_processes
-    rule = (f"train_batch_size {batch_size} × gradient_accumulation_steps "
-            f"{cfg.gradient_accumulation_steps} × {num_processes} processes")
-    on_the_fly = bool(getattr(cfg, "vae_cache_disable", False))
-
-    results: list[ScanResult] = []
+    results = []
     for ds in datasets:
         spec = dataset_spec(bundle, ds)
         if getattr(ds, "vae_cache_clear_each_epoch", False):
@@ -133,8 +119,45 @@ def prepare_data(bundle: Any, family: Any, *, num_processes: int = 1, process_in
                                     + ("; deleted (delete_problematic_images)" if deleted else ""))
         if is_main:
             write_manifest(spec.cache_dir, spec.folder, result.manifest)
-        check_size(result, needed, rule)
         results.append(result)
+    return results
+
+
+def prepare_data(bundle: Any, family: Any, *, num_processes: int = 1, process_index: int = 0,
+                 is_main: bool = True, wait_for_main: Callable[[], None] = lambda: None,
+                 events: Any = None, extra_prompts: Iterable[str] = ()) -> TrainData:
+    """Scan, check, cache (main process) and wait (every process) — then the data is ready to draw.
+
+    `wait_for_main` is a barrier every process calls twice: after the main process's scan and
+    after its encoding (accelerate's wait_for_everyone).
+    """
+    cfg = bundle.train
+    events = events if is_main else None
+    emit = events.emit if events is not None else (lambda *a, **k: None)
+    datasets = bundle.enabled_datasets
+    if not datasets:
+        raise DataError("multidatabackend.json has no enabled image dataset; add one with "
+                        "\"dataset_type\": \"image\" and an instance_data_dir")
+    fingerprint = family.fingerprint()
+    batch_size = cfg.train_batch_size
+    needed = batch_size * cfg.gradient_accumulation_steps * num_processes
+    rule = (f"train_batch_size {batch_size} × gradient_accumulation_steps "
+            f"{cfg.gradient_accumulation_steps} × {num_processes} processes")
+    on_the_fly = bool(getattr(cfg, "vae_cache_disable", False))
+
+    if is_main:
+        try:
+            results = _scan_all(bundle, datasets, family, fingerprint, events, is_main=True)
+        except DataError:
+            wait_for_main()  # the others then scan, meet the same error and stop too
+            raise
+        wait_for_main()
+    else:
+        # After the main process has written the size manifests, so images are not decoded twice.
+        wait_for_main()
+        results = _scan_all(bundle, datasets, family, fingerprint, events, is_main=False)
+    for result in results:
+        check_size(result, needed, rule)
 
     samples = []
     plans = []
