@@ -51,7 +51,8 @@ def test_two_datasets_both_appear_in_proportion_and_batches_never_mix(tmp_path):
     dataset(tmp_path, "large", 4, size=(128, 128), seed=10)
     bundle = make_bundle(tmp_path, [
         {"id": "small", "instance_data_dir": "small", "resolution": 32, "probability": 1},
-        {"id": "large", "instance_data_dir": "large", "resolution": 64, "probability": 3, "repeats": 1},
+        {"id": "large", "instance_data_dir": "large", "resolution": 64, "probability": 3, "repeats": 1,
+         "is_regularisation_data": True},
     ], train_batch_size=2)
     data = prepare_data(bundle, CountingFamily())
     assert data.batches_per_epoch == 2 + 4
@@ -61,6 +62,7 @@ def test_two_datasets_both_appear_in_proportion_and_batches_never_mix(tmp_path):
         assert len(set(batch.dataset_ids)) == 1
         side = {"small": 4, "large": 8}[batch.dataset_ids[0]]
         assert batch.latents.shape == (2, 4, side, side)
+        assert batch.is_regularisation.tolist() == [batch.dataset_ids[0] == "large"] * 2
         seen[batch.dataset_ids[0]] += 1
     assert seen == {"small": 2, "large": 4}
 
