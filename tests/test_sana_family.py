@@ -165,6 +165,14 @@ def test_bad_path_fails_fast_with_a_message_that_names_it(path, family):
     assert "download" in message or "does not exist" in message
 
 
+def test_separate_vae_folder_is_used(family, tiny_sana, tmp_path):
+    family.vae.save_pretrained(tmp_path / "bare-vae")  # config.json at the top, no vae/ subfolder
+    fam = SanaFamily(make_cfg(tiny_sana, pretrained_vae_model_name_or_path=str(tmp_path / "bare-vae")),
+                     torch.device("cpu"), torch.float32)
+    torch.testing.assert_close(fam.encode_pixels(torch.zeros(1, 3, 8, 8)), family.encode_pixels(torch.zeros(1, 3, 8, 8)))
+    assert fam.fingerprint() != family.fingerprint()
+
+
 def test_folder_without_model_says_what_is_missing(tmp_path, family):
     with pytest.raises(ModelLoadError, match="vae/ is missing"):
         SanaFamily(make_cfg(tmp_path), torch.device("cpu"), torch.float32)

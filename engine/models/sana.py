@@ -46,6 +46,9 @@ class SanaFamily:
         base = getattr(cfg, "pretrained_model_name_or_path", None) or DEFAULT_MODEL
         self.source = resolve_source(base)
         self.vae_source = resolve_source(getattr(cfg, "pretrained_vae_model_name_or_path", None) or base)
+        # A separate VAE may be a bare model folder (config.json at its top) rather than a pipeline.
+        bare_vae = self.vae_source != self.source and (Path(self.vae_source) / "config.json").is_file()
+        self.vae_subfolder = None if bare_vae else "vae"
         self.max_length = int(getattr(cfg, "tokenizer_max_length", None) or DEFAULT_MAX_LENGTH)
         instruction = getattr(cfg, "sana_complex_human_instruction", None)
         if isinstance(instruction, str):
@@ -56,7 +59,8 @@ class SanaFamily:
                           "(it overflows in half precision)", stacklevel=2)
 
         # Only configs here: the data pipeline needs the alignment before any weights are loaded.
-        self.vae_config = load_component(AutoencoderDC, self.vae_source, "vae", method="load_config")
+        self.vae_config = load_component(AutoencoderDC, self.vae_source, self.vae_subfolder,
+                                         method="load_config")
         self.transformer_config = load_component(SanaTransformer2DModel, self.source, "transformer",
                                                  method="load_config")
         patch = int(self.transformer_config.get("patch_size", 1))
@@ -101,7 +105,7 @@ class SanaFamily:
             return
         from diffusers import AutoencoderDC
 
-        vae = load_component(AutoencoderDC, self.vae_source, "vae", torch_dtype=torch.float32)
+        vae = load_component(AutoencoderDC, self.vae_source, self.vae_subfolder, torch_dtype=torch.float32)
         self.vae = vae.requires_grad_(False).eval().to(self.device)
 
     def load_transformer(self) -> torch.nn.Module:
@@ -118,7 +122,8 @@ class SanaFamily:
         """Changes with the model's identity files or the prompt-encoding settings."""
         # The transformer's weights are left out: they change no cached latent or embedding.
         parts = [source_fingerprint(self.source, _IDENTITY_FILES, ("text_encoder", "tokenizer")),
-                 source_fingerprint(self.vae_source, ("vae/config.json",), ("vae",)),
+                 source_fingerprint(self.vae_source, (str(Path(self.vae_subfolder or "") / "config.json"),),
+                                    (self.vae_subfolder or ".",)),
                  json_digest({"max_length": self.max_length, "instruction": self.instruction,
                               "text_dtype": str(self.weight_dtype), "family": self.name})]
         return json_digest(parts)[:16]
