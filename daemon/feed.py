@@ -134,15 +134,21 @@ class Hub:
                 if ended:
                     await send([{"end": True, "job": job.record()}])
                     return last
-                try:
-                    await asyncio.wait_for(wake.wait(), POLL_SECONDS)
-                except asyncio.TimeoutError:
-                    pass
+                await wait_event(wake, POLL_SECONDS)
         finally:
             self.waiters[folder].discard(wake)
             if not self.waiters[folder]:
                 del self.waiters[folder]
                 self._unwatch(folder)
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> None:
+    """Wait for `event` or `timeout`; unlike 3.11's wait_for, never swallows a cancellation."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        waiter.cancel()
 
 
 class _Handler(FileSystemEventHandler):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import fcntl
 import logging
 import os
@@ -179,6 +180,8 @@ def main() -> int:
     """Run the daemon in this process until SIGTERM/SIGINT or a `shutdown` request."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # `kill -USR1 <pid>` writes every thread's stack to daemon.log: for a daemon that hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         asyncio.run(Daemon().serve())
     except AlreadyRunning as e:

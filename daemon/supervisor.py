@@ -9,6 +9,7 @@ import subprocess
 
 from tuner.daemon import protocol as p
 from tuner.daemon import runner
+from tuner.daemon.feed import wait_event
 from tuner.daemon.gpu import MemoryReader
 from tuner.daemon.jobs import Job, JobStore
 from tuner.daemon.queue import Scheduler
@@ -38,10 +39,7 @@ class Supervisor:
             self._kick.clear()
             for job, devices in self.scheduler.next_starts(list(self.store.jobs.values())):
                 self.start(job, devices)
-            try:
-                await asyncio.wait_for(self._kick.wait(), 5.0)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._kick, 5.0)
 
     def start(self, job: Job, devices: list[str]) -> None:
         self.store.transition(job, p.STARTING, f"on {'GPUs ' + ','.join(devices) if devices else 'CPU'}",
