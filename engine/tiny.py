@@ -198,6 +198,8 @@ def build_tiny_sana(out: Path, seed: int = 0) -> Path:
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
         (tmp / MARKER).write_text(json.dumps(_marker(seed), indent=2) + "\n")
+        if is_complete(out, seed):  # another process finished the same build first
+            return out
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
