@@ -151,11 +151,13 @@ class JobStore:
             fn(job)
 
     def get(self, job_id: str) -> Job:
-        """A job by id or by a unique prefix of its id."""
+        """A job by id, a unique prefix of its id, or its name when no other job has it."""
         job = self.jobs.get(job_id)
         if job is not None:
             return job
         matches = [j for k, j in self.jobs.items() if k.startswith(job_id)] if job_id else []
+        if not matches:
+            matches = [j for j in self.jobs.values() if j.name == job_id]
         if len(matches) == 1:
             return matches[0]
         hint = f"; it matches {len(matches)} jobs" if matches else "; `tunerd list` shows the jobs"

@@ -150,6 +150,9 @@ def stage(job_id: str, staging: Path, bundle: tuple, cwd: Path, source: str, nam
             probe["user_prompt_library"] = str(staging / jobdir.PROMPT_LIBRARY)
         jobdir.write_json_atomic(staging / jobdir.CONFIG, probe)
         errors, warnings = check(staging, cwd)
+        # Name the files where the job keeps them, not where they were checked.
+        errors = [e.replace(str(staging), str(final)) for e in errors]
+        warnings = [w.replace(str(staging), str(final)) for w in warnings]
         if errors:
             raise p.ProtocolError("invalid", f"{source}: {len(errors)} error(s); nothing was queued:\n"
                                   + "\n".join(f"  {e}" for e in errors), errors=errors, warnings=warnings)
