@@ -243,7 +243,7 @@ class TrainConfig(BaseModel):
     seed: Optional[int] = Field(None, description="Random seed for a repeatable run (unset: random).")
     resume_from_checkpoint: Optional[str] = Field(
         None, description='Resume from "latest" or a checkpoint folder (unset: start fresh).')
-    checkpoint_step_interval: Optional[int] = Field(500, ge=1, description="Save a checkpoint every N steps.")
+    checkpoint_step_interval: Optional[int] = Field(500, ge=0, description="Save a checkpoint every N steps (0: only when stopping and at the end).")
     checkpoints_total_limit: Optional[int] = Field(
         None, ge=1, description="Keep at most this many checkpoints (unset: keep all).")
 
@@ -263,7 +263,7 @@ class TrainConfig(BaseModel):
     validation_guidance_skip_scale: float = Field(2.8, ge=0, description="Skip-layer guidance scale (double it per extra skipped layer).")
     validation_num_inference_steps: int = Field(30, ge=1, description="Denoising steps per validation sample.")
     validation_seed: Optional[int] = Field(42, description="Seed for validation samples, fixed so they compare across steps.")
-    validation_step_interval: Optional[int] = Field(100, ge=1, description="Validate every N steps.")
+    validation_step_interval: Optional[int] = Field(100, ge=0, description="Validate every N steps (0: only at the end).")
     num_validation_images: int = Field(1, ge=1, description="Samples per validation prompt.")
     validation_num_video_frames: Optional[int] = Field(
         None, ge=1, description="Frames per validation video (Sana Video; unset: 81).")

@@ -55,14 +55,18 @@ def make_dataset(folder: Path, count: int = 24, size: int = 128, seed: int = 0) 
     return folder
 
 
-def write_demo_config(folder: Path, steps: int | None = None, **overrides: Any) -> Path:
-    """A complete config folder for the demo under `folder` (model, dataset, configs); returns the config folder."""
+def write_demo_config(folder: Path, steps: int | None = None, *, model_dir: Path | None = None,
+                      images: int = 24, **overrides: Any) -> Path:
+    """A complete config folder for the demo under `folder` (model, dataset, configs); returns the config folder.
+
+    `model_dir` reuses an already built tiny model; `overrides` replace config.json keys.
+    """
     from tuner.engine.tiny import build_tiny_sana
     from tuner.presets import apply_preset, load_preset
 
     folder = Path(folder).resolve()
-    model = build_tiny_sana(folder / "model")
-    dataset = make_dataset(folder / "dataset")
+    model = Path(model_dir) if model_dir is not None else build_tiny_sana(folder / "model")
+    dataset = make_dataset(folder / "dataset", count=images)
     config_dir = folder / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
     base = {

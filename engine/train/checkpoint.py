@@ -75,6 +75,8 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor])
 
 
 def _split_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors (per-parameter state, and tensors some optimizers keep in param groups) go to
+    safetensors; the rest to JSON."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for pid, state in sd["state"].items():
@@ -83,17 +85,30 @@ def _split_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[
                 tensors[f"{pid}.{key}"] = value.detach().contiguous()
             else:
                 scalars.setdefault(str(pid), {})[key] = value
-    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+    groups = []
+    for index, group in enumerate(sd["param_groups"]):
+        plain = {}
+        for key, value in group.items():
+            if torch.is_tensor(value):
+                tensors[f"group{index}.{key}"] = value.detach().contiguous()
+            else:
+                plain[key] = value
+        groups.append(plain)
+    return tensors, {"param_groups": groups, "scalars": scalars}
 
 
 def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
+    groups = [dict(g) for g in meta["param_groups"]]
     for name, tensor in tensors.items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = tensor
+        owner, key = name.split(".", 1)
+        if owner.startswith("group"):
+            groups[int(owner[5:])][key] = tensor
+        else:
+            state.setdefault(int(owner), {})[key] = tensor
     for pid, values in meta["scalars"].items():
         state.setdefault(int(pid), {}).update(values)
-    return {"state": state, "param_groups": meta["param_groups"]}
+    return {"state": state, "param_groups": groups}
 
 
 def rng_state(generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -21,6 +21,7 @@ class Meters:
         self.started = time.perf_counter()
         self.last_step_time = self.started
         self.step_seconds: float | None = None
+        self.durations: list[float] = []  # every optimizer step's wall time (benchmarks read it)
         self.last_report = 0.0
         self.last_memory = 0.0
         self.process = psutil.Process()
@@ -29,6 +30,7 @@ class Meters:
         now = time.perf_counter()
         elapsed = now - self.last_step_time
         self.last_step_time = now
+        self.durations.append(elapsed)
         # Smoothed so one slow step (a checkpoint, a validation) does not swing the ETA.
         self.step_seconds = elapsed if self.step_seconds is None else 0.9 * self.step_seconds + 0.1 * elapsed
 

@@ -35,6 +35,14 @@ def _safe(nickname: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", nickname).strip("_") or "prompt"
 
 
+def default_resolution(cfg: Any) -> str:
+    """Validate at the training resolution when validation_resolution is not set."""
+    if cfg.resolution_type == "area":  # megapixels → a square edge on a 64 px grid
+        edge = round((cfg.resolution * 1_000_000) ** 0.5 / 64) * 64
+        return str(max(64, edge))
+    return str(int(cfg.resolution))
+
+
 def all_prompt_texts(cfg: Any, library: dict[str, str]) -> list[str]:
     """Every text validation needs embeddings for (cached before the text encoders go away)."""
     texts = [p.prompt for p in validation_prompts(cfg, library)]
@@ -50,7 +58,7 @@ class Validator:
         self.cfg = cfg
         self.family = family
         self.prompts = validation_prompts(cfg, library)
-        self.resolutions = parse_resolutions(str(cfg.validation_resolution or cfg.resolution))
+        self.resolutions = parse_resolutions(cfg.validation_resolution or default_resolution(cfg))
         negative = getattr(cfg, "validation_negative_prompt", None) or ""
         texts = text_for([p.prompt for p in self.prompts] + [negative])
         self.text = dict(zip((p.nickname for p in self.prompts), texts[:-1]))

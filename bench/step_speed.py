@@ -1,0 +1,165 @@
+"""Benchmark: the engine's training step against a bare hand-written flow-matching loop.
+
+Same model folder, same cached batches, same optimizer, each variant in its own process (so
+peak memory is its own). Prints seconds per step, samples/s, peak RSS and the ratio ours/bare.
+Run: `make bench` or `python bench/step_speed.py [--steps N] [--sizes tiny,small]`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# "small": a wider, deeper Sana than the tests' tiny one (still CPU-sized).
+SIZES = {
+    "tiny": {},
+    "small": {"num_layers": 4, "num_attention_heads": 4, "attention_head_dim": 16,
+              "num_cross_attention_heads": 4, "cross_attention_head_dim": 16, "cross_attention_dim": 64},
+}
+
+
+def build_model(size: str, root: Path) -> Path:
+    from tuner.engine.tiny import build_tiny_sana
+
+    folder = build_tiny_sana(root / "tiny")
+    if size == "tiny":
+        return folder
+    from diffusers import SanaTransformer2DModel
+
+    out = root / size
+    if not (out / "model_index.json").exists():
+        import shutil
+
+        shutil.copytree(folder, out, dirs_exist_ok=True)
+        config = dict(SanaTransformer2DModel.load_config(folder / "transformer"))
+        config.update(SIZES[size])
+        import torch
+
+        torch.manual_seed(0)
+        SanaTransformer2DModel.from_config(config).save_pretrained(out / "transformer")
+    return out
+
+
+def config_for(model: Path, work: Path, steps: int, batch: int) -> Path:
+    from tuner.engine.demo import write_demo_config
+
+    return write_demo_config(work, model_dir=model, images=16, max_train_steps=steps, train_batch_size=batch,
+                             optimizer="adamw", mixed_precision="no", validation_disable=True,
+                             validation_step_interval=0, checkpoint_step_interval=0, use_ema=False,
+                             caption_dropout_probability=0.0, lr_scheduler="constant", lr_warmup_steps=0)
+
+
+def run_ours(config_dir: Path, steps: int) -> dict:
+    from tuner.engine.config import load_bundle
+    from tuner.engine.events import EventWriter
+    from tuner.engine.train.control import Control
+    from tuner.engine.train.loop import train
+
+    started = time.perf_counter()
+    bundle = load_bundle(config_dir)
+    work = config_dir.parent / "job"
+    work.mkdir(exist_ok=True)
+    first_step_at: list[float] = []
+
+    def listener(event):
+        if event["type"] == "progress" and not first_step_at:
+            first_step_at.append(time.perf_counter() - started)
+
+    events = EventWriter(work / "events.jsonl")
+    events.add_listener(listener)
+    result = train(bundle, events=events, control=Control(work), preview_dir=work / "previews", stop_after=steps)
+    times = result.step_seconds[5:]  # the first steps warm up allocators and kernels
+    return {"s_per_step": statistics.median(times), "start_to_first_step_s": first_step_at[0]}
+
+
+def run_bare(config_dir: Path, steps: int) -> dict:
+    """The minimal loop: the same model and cached batches, nothing else."""
+    import torch
+    from diffusers import SanaTransformer2DModel
+
+    from tuner.engine.config import load_bundle
+    from tuner.engine.data import prepare_data
+    from tuner.engine.models.sana import SanaFamily
+
+    bundle = load_bundle(config_dir)
+    cfg = bundle.train
+    family = SanaFamily(cfg, torch.device("cpu"), torch.float32)
+    family.load_text_encoders()
+    family.load_vae()
+    data = prepare_data(bundle, family)
+    batches = [data.next_batch() for _ in range(steps)]
+    family.unload_text_encoders()
+    model = SanaTransformer2DModel.from_pretrained(cfg.pretrained_model_name_or_path, subfolder="transformer")
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for batch in batches:
+        t = time.perf_counter()
+        x0 = batch.latents
+        noise = torch.randn(x0.shape, generator=gen)
+        sigma = torch.sigmoid(torch.randn(x0.shape[0], generator=gen)).view(-1, 1, 1, 1)
+        noisy = (1 - sigma) * x0 + sigma * noise
+        pred = model(noisy, encoder_hidden_states=batch.text["prompt_embeds"],
+                     encoder_attention_mask=batch.text["prompt_attention_mask"],
+                     timestep=sigma.flatten() * 1000).sample
+        loss = torch.nn.functional.mse_loss(pred.float(), (noise - x0).float())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t)
+    return {"s_per_step": statistics.median(times[5:])}
+
+
+def child(args) -> None:
+    config_dir = Path(args.config)
+    out = run_ours(config_dir, args.steps) if args.variant == "ours" else run_bare(config_dir, args.steps)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(out))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--sizes", default="tiny,small")
+    parser.add_argument("--variant", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.variant:
+        return child(args)
+    root = Path(tempfile.mkdtemp(prefix="tuner-bench-"))
+    rows = []
+    for size in args.sizes.split(","):
+        model = build_model(size, root / "models")
+        results = {}
+        for variant in ("bare", "ours"):
+            config = config_for(model, root / size / variant, args.steps, args.batch)
+            proc = subprocess.run([sys.executable, __file__, "--variant", variant, "--config", str(config),
+                                   "--steps", str(args.steps)], capture_output=True, text=True)
+            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if line is None:
+                sys.exit(f"{variant} ({size}) failed:\n{proc.stderr[-3000:]}")
+            results[variant] = json.loads(line[7:])
+        ours, bare = results["ours"], results["bare"]
+        rows.append((size, ours, bare))
+    print(f"\nbatch {args.batch}, 64 px, {args.steps} steps, median s/step after 5 warm-up steps, {os.cpu_count()} CPUs")
+    print(f"{'model':6} {'ours s/step':>12} {'bare s/step':>12} {'ratio':>6} {'ours img/s':>10} "
+          f"{'ours peak MB':>12} {'bare peak MB':>12} {'start→step 1':>13}")
+    for size, ours, bare in rows:
+        print(f"{size:6} {ours['s_per_step']:12.4f} {bare['s_per_step']:12.4f} "
+              f"{ours['s_per_step'] / bare['s_per_step']:6.2f} {args.batch / ours['s_per_step']:10.1f} "
+              f"{ours['peak_rss_mb']:12.0f} {bare['peak_rss_mb']:12.0f} {ours['start_to_first_step_s']:12.1f}s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""Test-wide settings: never reach a model hub; one tiny Sana built per session."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_sana(tmp_path_factory):
+    """A tiny Sana in diffusers format, built once for the whole session."""
+    from tuner.engine.tiny import build_tiny_sana
+
+    return build_tiny_sana(tmp_path_factory.mktemp("tiny-sana") / "model")
