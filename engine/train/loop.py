@@ -18,7 +18,7 @@ from accelerate.utils import set_seed
 from tuner.engine import flow
 from tuner.engine.events import EventWriter
 from tuner.engine.models.base import family_class
-from tuner.engine.train import checkpoint
+from tuner.engine.train import checkpoint, trainable
 from tuner.engine.train.control import Control
 from tuner.engine.train.ema import EMA
 from tuner.engine.train.meters import Meters
@@ -81,7 +81,7 @@ def train(bundle: Any, *, events: EventWriter, control: Control, preview_dir: Pa
     validator = Validator(cfg, family, bundle.prompts, data.text_for, output_dir=output_dir,
                           preview_dir=preview_dir, events=events)
 
-    model = family.load_transformer()
+    model = trainable.prepare(family.load_transformer(), cfg, family)
     model.train()
     optimizer = make_optimizer(cfg, model.parameters())
     accum = max(1, int(cfg.gradient_accumulation_steps or 1))
@@ -209,10 +209,10 @@ def train(bundle: Any, *, events: EventWriter, control: Control, preview_dir: Pa
     events.emit("status", phase="saving", message="exporting the pipeline")
     if main:
         result.pipeline = output_dir / "pipeline"
-        family.save_pipeline(raw_model, result.pipeline)
+        trainable.export(raw_model, cfg, family, result.pipeline)
         if ema is not None:
             with ema.swapped_into(raw_model) as ema_model:
-                family.save_pipeline(ema_model, output_dir / "pipeline-ema")
+                trainable.export(ema_model, cfg, family, output_dir / "pipeline-ema")
     accelerator.wait_for_everyone()
     events.emit("done", step=step, paths={"pipeline": str(output_dir / "pipeline"),
                                           "checkpoint": str(result.checkpoint) if result.checkpoint else None,
