@@ -24,6 +24,6 @@ def reconcile(store: JobStore) -> list[Job]:
             # The daemon died between claiming GPUs and recording a pid: nothing to follow.
             state, reason = p.INTERRUPTED, "tunerd stopped while starting the engine; `tunerd resume` starts it again"
         else:
-            state, reason = runner.final_state(job, None)
+            state, reason = runner.final_state(job, None, watched=False)
         store.transition(job, state, reason, devices=[])
     return adopt

@@ -101,11 +101,11 @@ def signal_name(code: int) -> str:
         return f"signal {-code}"
 
 
-def final_state(job: Job, returncode: int | None) -> tuple[str, str]:
+def final_state(job: Job, returncode: int | None, watched: bool = True) -> tuple[str, str]:
     """The state a job ends in, from the engine's last status event and its exit code.
 
     `returncode` is None when the engine was not our child (re-adopted, or found dead on start)
-    and its exit status is lost.
+    and its exit status is lost; `watched` says whether tunerd was running when it ended.
     """
     phase = job.last_phase()
     if phase == "done":
@@ -117,9 +117,10 @@ def final_state(job: Job, returncode: int | None) -> tuple[str, str]:
     if phase == "failed":
         return p.FAILED, f"the engine reported a failure; see {Path(job.dir) / jobdir.ENGINE_LOG}"
     if returncode is None:
-        return p.INTERRUPTED, (f"the engine (pid {job.pid}) ended while tunerd was not watching "
-                               f"(last phase: {phase or 'none'}); `tunerd resume {job.id}` continues "
-                               "from the latest checkpoint")
+        how = ("ended without reporting why (it was re-adopted after a tunerd restart, so its exit "
+               "status is unknown)" if watched else "ended while tunerd was not running")
+        return p.INTERRUPTED, (f"the engine (pid {job.pid}) {how}; last phase: {phase or 'none'}; "
+                               f"`tunerd resume {job.id}` continues from the latest checkpoint")
     if returncode < 0:
         return p.INTERRUPTED, (f"the engine was killed by {signal_name(returncode)} "
                                f"(last phase: {phase or 'none'}); `tunerd resume {job.id}` continues "
