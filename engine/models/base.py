@@ -27,6 +27,10 @@ class ModelFamily(Protocol):
     pixel_alignment: int           # image sides must be multiples of this (VAE factor × patch)
     latent_channels: int
 
+    @property
+    def pipeline_class(self) -> type:
+        """The diffusers pipeline class of this family (SanaPipeline, ...): export and LoRA loading use it."""
+
     # --- loading -------------------------------------------------------------------------
     def __init__(self, cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtype) -> None: ...
     def load_text_encoders(self) -> None: ...
@@ -73,4 +77,10 @@ def family_class(name: str) -> type[Any]:
     if name == "sana":
         from tuner.engine.models.sana import SanaFamily
         return SanaFamily
+    if name == "sd3":
+        from tuner.engine.models.sd3 import SD3Family
+        return SD3Family
+    if name == "sanavideo":
+        from tuner.engine.models.sanavideo import SanaVideoFamily
+        return SanaVideoFamily
     raise ValueError(f"model_family {name!r} has no engine yet")

@@ -37,6 +37,12 @@ class SanaFamily:
 
     name: ClassVar[str] = "sana"
 
+    @property
+    def pipeline_class(self) -> type:
+        from diffusers import SanaPipeline
+
+        return SanaPipeline
+
     def __init__(self, cfg: Any, device: torch.device, weight_dtype: torch.dtype) -> None:
         from diffusers import AutoencoderDC, SanaTransformer2DModel
 
