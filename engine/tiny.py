@@ -1,4 +1,4 @@
-"""Build a tiny, deterministic Sana in diffusers format from config, for tests and the demo.
+"""Build a tiny, deterministic Sana (or SD3) in diffusers format from config, for tests and the demo.
 
 The folder has exactly the layout `SanaPipeline.save_pretrained` writes, so the engine loads it
 through the same `from_pretrained` path as a real model. Nothing is downloaded: the Gemma
@@ -18,6 +18,10 @@ from pathlib import Path
 TINY_SANA_VERSION = 2
 MARKER = "tiny.json"
 _PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+TINY_SD3_VERSION = 1
+_SD3_PARTS = _PARTS + ("text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3")
+_VERSIONS = {"sana": TINY_SANA_VERSION, "sd3": TINY_SD3_VERSION}
+_PARTS_OF = {"sana": _PARTS, "sd3": _SD3_PARTS}
 
 # Words the demo's captions use, so they become one token each instead of a run of characters.
 _WORDS = """
@@ -149,12 +153,12 @@ def _make_vae_invertible(vae) -> None:
         center_tap(dec.conv_out, out)
 
 
-def _marker(seed: int) -> dict:
-    return {"builder": "tuner.engine.tiny", "family": "sana", "version": TINY_SANA_VERSION, "seed": seed}
+def _marker(seed: int, family: str = "sana") -> dict:
+    return {"builder": "tuner.engine.tiny", "family": family, "version": _VERSIONS[family], "seed": seed}
 
 
-def is_complete(out: Path, seed: int = 0) -> bool:
-    """Whether `out` already holds this builder version's tiny Sana for `seed`."""
+def is_complete(out: Path, seed: int = 0, family: str = "sana") -> bool:
+    """Whether `out` already holds this builder version's tiny model of `family` for `seed`."""
     marker = out / MARKER
     if not marker.is_file() or not (out / "model_index.json").is_file():
         return False
@@ -162,7 +166,7 @@ def is_complete(out: Path, seed: int = 0) -> bool:
         found = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError):
         return False
-    return found == _marker(seed) and all((out / part).is_dir() for part in _PARTS)
+    return found == _marker(seed, family) and all((out / part).is_dir() for part in _PARTS_OF[family])
 
 
 def build_tiny_sana(out: Path, seed: int = 0) -> Path:
@@ -191,14 +195,17 @@ def build_tiny_sana(out: Path, seed: int = 0) -> Path:
                                             flow_shift=3.0)
     pipe = SanaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                         transformer=transformer, scheduler=scheduler)
+    return _save_atomically(pipe, out, seed, "sana")
 
-    # Written next to `out` and renamed, so an interrupted build never looks complete.
+
+def _save_atomically(pipe, out: Path, seed: int, family: str) -> Path:
+    """Save `pipe` with its marker next to `out` and rename it there, so an interrupted build never looks complete."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
-        (tmp / MARKER).write_text(json.dumps(_marker(seed), indent=2) + "\n")
-        if is_complete(out, seed):  # another process finished the same build first
+        (tmp / MARKER).write_text(json.dumps(_marker(seed, family), indent=2) + "\n")
+        if is_complete(out, seed, family):  # another process finished the same build first
             return out
         if out.exists():
             shutil.rmtree(out)
@@ -209,15 +216,94 @@ def build_tiny_sana(out: Path, seed: int = 0) -> Path:
     return out
 
 
+# SD3: two CLIPs (hidden 16 and 24) whose penultimate states, side by side, fit within T5's width 48.
+SD3_CLIP_HIDDEN = (16, 24)
+SD3_T5_WIDTH = 48
+SD3_TRANSFORMER = dict(sample_size=32, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+                       attention_head_dim=16, num_attention_heads=4, joint_attention_dim=SD3_T5_WIDTH,
+                       caption_projection_dim=64, pooled_projection_dim=sum(SD3_CLIP_HIDDEN),
+                       pos_embed_max_size=32, qk_norm="rms_norm")
+SD3_VAE = dict(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+               up_block_types=("UpDecoderBlock2D",) * 2, layers_per_block=1, latent_channels=4,
+               norm_num_groups=4, sample_size=64, use_quant_conv=False, use_post_quant_conv=False,
+               shift_factor=0.0609, scaling_factor=1.5035)
+
+
+def tiny_clip_tokenizer():
+    """A CLIPTokenizer whose BPE makes every caption word one token; specials first (bos 0, eos/pad 1)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import CLIPTokenizer
+
+    alphabet = list(string.ascii_lowercase + string.digits + string.punctuation)
+    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(vocab_size=100_000, min_frequency=1, initial_alphabet=alphabet,
+                                  limit_alphabet=len(alphabet), end_of_word_suffix="</w>", show_progress=False)
+    bpe.train_from_iterator(_WORDS, trainer)
+    learned = json.loads(bpe.to_str())["model"]
+    # The CLIP text model pools at the first eos id its config names, so the specials' ids are fixed.
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for piece in alphabet + [c + "</w>" for c in alphabet]:
+        vocab.setdefault(piece, len(vocab))
+    for piece, _ in sorted(learned["vocab"].items(), key=lambda item: item[1]):
+        vocab.setdefault(piece, len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=[tuple(pair) for pair in learned["merges"]], model_max_length=77)
+
+
+def tiny_t5_tokenizer():
+    """A unigram T5Tokenizer: each caption word one piece, single characters for anything else."""
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [("▁" + word, -1.0) for word in _WORDS]
+    pieces += [("▁", -2.0)] + [(c, -3.0) for c in string.ascii_letters + string.digits + string.punctuation]
+    return T5Tokenizer(vocab=list(dict(pieces).items()), extra_ids=0)
+
+
+def build_tiny_sd3(out: Path, seed: int = 0) -> Path:
+    """Write the tiny SD3 to `out` (skipped when a complete one for this seed is there) and return `out`."""
+    out = Path(out)
+    if is_complete(out, seed, "sd3"):
+        return out
+
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    clip_tokenizer, t5_tokenizer = tiny_clip_tokenizer(), tiny_t5_tokenizer()
+    clips = []
+    for index, hidden in enumerate(SD3_CLIP_HIDDEN):
+        torch.manual_seed(seed + index)
+        clips.append(CLIPTextModelWithProjection(CLIPTextConfig(
+            vocab_size=len(clip_tokenizer), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+            num_attention_heads=2, max_position_embeddings=77, projection_dim=hidden, hidden_act="gelu",
+            bos_token_id=0, eos_token_id=1, pad_token_id=1)))
+    torch.manual_seed(seed + 2)
+    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer), d_model=SD3_T5_WIDTH, d_kv=8, d_ff=64, num_layers=2,
+                                 num_heads=2, relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1,
+                                 decoder_start_token_id=0))
+    torch.manual_seed(seed + 3)
+    vae = AutoencoderKL(**SD3_VAE)
+    torch.manual_seed(seed + 4)
+    transformer = SD3Transformer2DModel(**SD3_TRANSFORMER)
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+        text_encoder=clips[0], tokenizer=clip_tokenizer, text_encoder_2=clips[1], tokenizer_2=clip_tokenizer,
+        text_encoder_3=t5, tokenizer_3=t5_tokenizer)
+    return _save_atomically(pipe, out, seed, "sd3")
+
+
+_BUILDERS = {"sana": build_tiny_sana, "sd3": build_tiny_sd3}
+
+
 def command(args) -> int:
-    """`tuner tiny sana OUT`: build the tiny model and say where it is."""
-    if args.family != "sana":
-        print(f"tuner tiny: no tiny model for family {args.family!r} (only 'sana')")
+    """`tuner tiny {sana,sd3} OUT`: build the tiny model and say where it is."""
+    if args.family not in _BUILDERS:
+        print(f"tuner tiny: no tiny model for family {args.family!r} (only {', '.join(map(repr, _BUILDERS))})")
         return 2
     started = time.perf_counter()
     out = Path(args.out)
-    reused = is_complete(out)
-    build_tiny_sana(out)
+    reused = is_complete(out, family=args.family)
+    _BUILDERS[args.family](out)
     verb = "already there" if reused else f"built in {time.perf_counter() - started:.1f} s"
-    print(f"tiny sana (v{TINY_SANA_VERSION}) {verb}: {out.resolve()}")
+    print(f"tiny {args.family} (v{_VERSIONS[args.family]}) {verb}: {out.resolve()}")
     return 0
