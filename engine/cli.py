@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-daemon", action="store_true", help="train in this process instead of through tunerd")
 
     p = sub.add_parser("tiny", help="build a tiny model of a family from config (for tests and demos)")
-    p.add_argument("family", choices=["sana", "sd3"], help="model family")
+    p.add_argument("family", choices=["sana", "sd3", "sanavideo"], help="model family")
     p.add_argument("out", help="folder to write the diffusers-format model to")
     return parser
 
