@@ -1,0 +1,106 @@
+"""`tuner-tui`: the terminal app (a thin shell over the home, wizard and monitor screens)."""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from textual import on, work
+from textual.app import App
+
+from tuner.tui.messages import DaemonStarted
+from tuner.tui.screens.home import HomeScreen
+
+
+class TunerApp(App):
+    """Home first; the wizard and the monitor are pushed on top of it."""
+
+    CSS_PATH = "tuner.tcss"
+    TITLE = "tuner"
+
+    def __init__(self, hardware: dict[str, Any] | None = None, open_config: str | None = None,
+                 attach: str | None = None):
+        super().__init__()
+        self.hardware = hardware
+        self.initial_config = open_config
+        self.initial_attach = attach
+        self._after_start: Callable[[], Any] | None = None
+
+    def on_mount(self) -> None:
+        self.push_screen(HomeScreen())
+        if self.initial_config:
+            self.open_wizard(self.initial_config)
+        elif self.initial_attach:
+            self.open_monitor(self.initial_attach)
+
+    def open_wizard(self, folder: str | None = None) -> None:
+        """Start the wizard, fresh or from an existing config folder."""
+        from tuner.engine.config import ConfigError
+        from tuner.tui.screens.wizard import first_step
+        from tuner.tui.wizard_state import WizardState, from_folder
+
+        try:
+            state = from_folder(folder, self.hardware) if folder else WizardState(hardware=self.hardware)
+        except ConfigError as e:
+            self.notify("\n".join(str(i) for i in e.issues[:6]), title=f"cannot open {folder}", severity="error",
+                        timeout=15)
+            return
+        self.push_screen(first_step(state))
+
+    def open_monitor(self, job: str, from_wizard: bool = False) -> None:
+        """Attach to a job; from the wizard, its steps are closed first (detaching returns home)."""
+        from tuner.tui.screens.monitor import MonitorScreen
+
+        if from_wizard:
+            while not isinstance(self.screen, HomeScreen):
+                self.pop_screen()
+        self.push_screen(MonitorScreen(job))
+
+    def offer_daemon_start(self, then: Callable[[], Any] | None = None) -> None:
+        """Ask, then start tunerd in the background; `then` runs once it answers."""
+        from tuner.tui.screens.confirm import Confirm
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._after_start = then
+                self.start_daemon()
+            else:
+                self.notify("tunerd not started: jobs cannot be listed or submitted until it runs "
+                            "(`tunerd start` or D on the home screen)", severity="warning")
+
+        self.push_screen(Confirm("tunerd is not running. Start it now in the background?\n"
+                                 "It keeps running (with your jobs) after tuner-tui exits.", "Start it", "Not now"),
+                         answered)
+
+    @work(thread=True, exclusive=True, group="daemon-start")
+    def start_daemon(self) -> None:
+        from tuner.tui import daemon_link
+
+        try:
+            self.post_message(DaemonStarted(daemon_link.start_daemon()))
+        except (RuntimeError, OSError) as e:
+            self.post_message(DaemonStarted("", str(e)))
+
+    @on(DaemonStarted)
+    def daemon_started(self, message: DaemonStarted) -> None:
+        if message.error:
+            self.notify(message.error, title="tunerd did not start", severity="error", timeout=15)
+            return
+        self.notify(message.text)
+        if self._after_start is not None:
+            self._after_start()
+            self._after_start = None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the app: `tuner-tui [--open CONFIG_FOLDER | --attach JOB]`."""
+    parser = argparse.ArgumentParser(prog="tuner-tui", description="Fine-tune diffusion models from the terminal.")
+    parser.add_argument("--open", metavar="FOLDER", help="open a config folder (tuner's or SimpleTuner's) in the wizard")
+    parser.add_argument("--attach", metavar="JOB", help="open the monitor of a job")
+    args = parser.parse_args(argv)
+    TunerApp(open_config=args.open, attach=args.attach).run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""The live monitor of one job: progress, loss, memory, previews, validation images and the log."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Static
+
+from tuner.daemon import protocol as p
+from tuner.tui import daemon_link
+from tuner.tui.monitor_model import MonitorModel, duration
+from tuner.tui.widgets.job_feed import JobFeed
+from tuner.tui.widgets.loss_chart import LossChart
+from tuner.tui.widgets.memory_gauges import MemoryGauges
+from tuner.tui.widgets.pixel_image import PixelImage
+
+VALIDATION_SHOWN = 3
+CONTROLS = {"stop_job": "stop (checkpoint, then exit)", "save": "save a checkpoint now", "sample": "sample now"}
+
+
+class MonitorScreen(Screen):
+    """Attached to a job through tunerd; detaching leaves the job running."""
+
+    BINDINGS = [
+        Binding("x", "stop", "Stop"),
+        Binding("s", "control('save')", "Save now"),
+        Binding("p", "control('sample')", "Sample now"),
+        Binding("d,escape", "detach", "Detach"),
+    ]
+
+    class Controlled(Message):
+        """tunerd answered a control request."""
+
+        def __init__(self, verb: str, answer: str, ok: bool):
+            super().__init__()
+            self.verb, self.answer, self.ok = verb, answer, ok
+
+    def __init__(self, job: str, *, follow: bool = True):
+        super().__init__()
+        self.job = job
+        self.model = MonitorModel(job)
+        self.follow = follow
+        self.requests: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield JobFeed(self.job, id="feed")
+        with VerticalScroll(id="monitor"):
+            yield Static(id="job-head")
+            with Horizontal(id="progress-row"):
+                yield ProgressBar(total=None, show_eta=False, id="progress")
+                yield Label("", id="progress-label")
+            yield Static(id="stats")
+            with Horizontal(id="middle"):
+                with Vertical(id="left"):
+                    yield LossChart(id="loss")
+                    yield MemoryGauges(id="memory")
+                yield PixelImage("no preview yet: previews appear while a validation sample is generated",
+                                 id="preview")
+            yield Label("Latest validation images", classes="section")
+            with Horizontal(id="validations"):
+                for i in range(VALIDATION_SHOWN):
+                    yield PixelImage("", id=f"val-{i}", classes="validation")
+            yield RichLog(id="log", max_lines=500, wrap=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"Monitor — {self.job}"
+        self.render_head()
+        if self.follow:
+            self.query_one(JobFeed).start()
+
+    # -- the stream ------------------------------------------------------------------------
+
+    @on(JobFeed.Progress)
+    @on(JobFeed.Event)
+    def event(self, message: JobFeed.Event) -> None:
+        line = self.model.feed(message.stream, message.event)
+        if line:
+            self.query_one(RichLog).write(self._styled(line))
+        kind = message.event.get("type")
+        if kind == "progress":
+            self.render_progress()
+        elif kind == "memory":
+            self.query_one(MemoryGauges).show(self.model.gpu_memory, self.model.engine_memory, self.model.rss)
+        elif kind == "preview":
+            self.render_preview()
+        elif kind == "validation":
+            self.render_validations()
+        elif kind == "cache":
+            c = self.model.cache
+            self.query_one("#stats", Static).update(
+                f"caching {c.get('dataset')} {c.get('kind', '')}: {c.get('done')}/{c.get('total')}")
+        if kind == "status" or message.stream == "daemon":
+            self.render_head()
+
+    @on(JobFeed.Ended)
+    def ended(self, message: JobFeed.Ended) -> None:
+        self.query_one(RichLog).write(self._styled(self.model.end(message.job)))
+        self.render_head()
+        self.notify(f"{self.job} {self.model.state}", title="Job ended")
+
+    @on(JobFeed.Connection)
+    def connection(self, message: JobFeed.Connection) -> None:
+        if message.connected:
+            self.sub_title = ""
+        else:
+            self.sub_title = "tunerd unreachable"
+            self.query_one(RichLog).write(Text(message.detail, style="yellow"))
+
+    @staticmethod
+    def _styled(line: str) -> Text:
+        style = "red" if line.startswith("error") else "yellow" if line.startswith("warning") else ""
+        return Text(line, style=style)
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def render_head(self) -> None:
+        m = self.model
+        text = Text.assemble((f"{m.job}  ", "bold"), (f"{m.state}", "bold reverse"), f"  phase {m.phase}")
+        if m.reason:
+            text.append(f"  {m.reason}", style="dim")
+        if m.errors:
+            text.append(f"\n✗ {m.errors[-1]}", style="red")
+        self.query_one("#job-head", Static).update(text)
+
+    def render_progress(self) -> None:
+        pr = self.model.progress
+        step, total = pr.get("step") or 0, pr.get("total") or 0
+        bar = self.query_one(ProgressBar)
+        bar.update(total=max(total, 1), progress=step)
+        self.query_one("#progress-label", Label).update(f" step {step}/{total}  ETA {duration(pr.get('eta_s'))}")
+        parts = [f"epoch {pr.get('epoch', '-')}"]
+        for key, fmt, name in (("lr", "{:.2e}", "lr"), ("grad_norm", "{:.3f}", "grad norm"),
+                               ("steps_per_s", "{:.2f}", "it/s"), ("samples_per_s", "{:.1f}", "samples/s")):
+            value = pr.get(key)
+            parts.append(f"{name} {fmt.format(value)}" if isinstance(value, (int, float)) else f"{name} -")
+        self.query_one("#stats", Static).update("   ".join(parts))
+        self.query_one(LossChart).update_losses(self.model.losses)
+
+    def render_preview(self) -> None:
+        ev = self.model.preview
+        image = self.query_one("#preview", PixelImage)
+        image.path = ev.get("path")
+        image.caption = f"preview {ev.get('k')}/{ev.get('n')} · {ev.get('nickname') or ev.get('prompt', '')}"
+
+    def render_validations(self) -> None:
+        latest = list(self.model.validations.items())[-VALIDATION_SHOWN:]
+        for i, widget in enumerate(self.query(".validation").results(PixelImage)):
+            if i < len(latest):
+                nick, ev = latest[i]
+                paths = ev.get("paths") or []
+                widget.path = paths[0] if paths else None
+                widget.caption = f"{nick} · step {ev.get('step')}"
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def action_stop(self) -> None:
+        from tuner.tui.screens.confirm import Confirm
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.action_control("stop_job")
+
+        self.app.push_screen(Confirm(f"Stop {self.job}? It saves a checkpoint first; resume it later from Home."),
+                             answered)
+
+    def action_control(self, verb: str) -> None:
+        self.requests.append(verb)
+        self.send_control(verb)
+
+    @work(group="control")
+    async def send_control(self, verb: str) -> None:
+        try:
+            reply = await daemon_link.request(verb, job=self.job)
+            self.post_message(self.Controlled(verb, reply.get("message") or CONTROLS[verb], True))
+        except (p.DaemonNotRunning, p.RequestFailed, ConnectionError, OSError) as e:
+            self.post_message(self.Controlled(verb, str(e), False))
+
+    @on(Controlled)
+    def controlled(self, message: Controlled) -> None:
+        self.notify(message.answer, title=CONTROLS[message.verb], severity="information" if message.ok else "error")
+        self.query_one(RichLog).write(Text(f"{message.verb}: {message.answer}", style="" if message.ok else "red"))
+
+    def action_detach(self) -> None:
+        self.app.pop_screen()

@@ -1,0 +1,64 @@
+"""A modal that picks a folder: type a path (with completion) or walk a directory tree."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DirectoryTree, Footer, Input, Label
+
+from tuner.tui.widgets.path_input import PathInput
+
+
+class FoldersOnly(DirectoryTree):
+    """A directory tree without files or hidden folders."""
+
+    def filter_paths(self, paths):
+        return [p for p in paths if p.is_dir() and not p.name.startswith(".")]
+
+
+class OpenFolder(ModalScreen[str | None]):
+    """Returns the chosen folder's absolute path, or None when cancelled."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+t", "tree", "Tree / path")]
+
+    def __init__(self, title: str, start: str = ""):
+        super().__init__()
+        self.heading = title
+        self.start = start
+
+    def compose(self) -> ComposeResult:
+        start = Path(self.start or ".").expanduser()
+        root = start if start.is_dir() else Path.cwd()
+        with Vertical(id="dialog"):
+            yield Label(self.heading, classes="title")
+            yield PathInput(str(root.absolute()) + "/", id="path")
+            yield Label("Enter opens the typed folder; Ctrl+T moves to the tree (Enter on a folder picks it)",
+                        classes="help")
+            yield FoldersOnly(root.absolute(), id="tree")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#path", PathInput).focus()
+
+    @on(Input.Submitted, "#path")
+    def typed(self, event: Input.Submitted) -> None:
+        path = Path(event.value.strip()).expanduser()
+        if path.is_dir():
+            self.dismiss(str(path.absolute()))
+        else:
+            self.notify(f"{path} is not a folder", severity="error")
+
+    @on(DirectoryTree.DirectorySelected)
+    def picked(self, event: DirectoryTree.DirectorySelected) -> None:
+        self.query_one("#path", PathInput).value = str(event.path) + "/"
+
+    def action_tree(self) -> None:
+        tree = self.query_one("#tree")
+        (self.query_one("#path") if tree.has_focus else tree).focus()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,71 @@
+"""The wizard's step screen: a title, the step's form, its problems, and Back / Next keys."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from tuner.tui.wizard_state import WizardState
+
+STEP_TITLES = ("Hardware", "Model", "Preset", "Dataset", "Validation", "Training", "Review")
+
+
+class StepScreen(Screen):
+    """One wizard step; subclasses compose `body()` and implement `save()` returning problems."""
+
+    BINDINGS = [
+        Binding("ctrl+n", "next", "Next", priority=True),
+        Binding("ctrl+b", "back", "Back", priority=True),
+        Binding("escape", "back", "Back", show=False),
+    ]
+    INDEX = 0
+
+    def __init__(self, state: WizardState):
+        super().__init__()
+        self.state = state
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(self.crumbs(), id="crumbs")
+        with VerticalScroll(id="step-body"):
+            yield from self.body()
+        yield Static("", id="step-problems")
+        yield Footer()
+
+    def crumbs(self) -> str:
+        parts = [f"[b reverse] {i + 1} {t} [/]" if i == self.INDEX else f" {i + 1} {t} "
+                 for i, t in enumerate(STEP_TITLES)]
+        return "".join(parts)
+
+    def on_mount(self) -> None:
+        self.title = f"New training — step {self.INDEX + 1} of {len(STEP_TITLES)}: {STEP_TITLES[self.INDEX]}"
+
+    def body(self) -> ComposeResult:
+        yield from ()
+
+    def save(self) -> list[str]:
+        """Write this step's inputs into the state; the problems that block moving on."""
+        return []
+
+    def show_problems(self, problems: list[str]) -> None:
+        box = self.query_one("#step-problems", Static)
+        box.update("\n".join(f"✗ {p}" for p in problems))
+        box.set_class(bool(problems), "shown")
+
+    def action_next(self) -> None:
+        problems = self.save()
+        self.show_problems(problems)
+        if problems:
+            return
+        from tuner.tui.screens.wizard import next_step
+        self.app.push_screen(next_step(self.INDEX, self.state))
+
+    def action_back(self) -> None:
+        # Keep what was typed even if it is not valid yet: coming back shows it again.
+        self.save()
+        if self.INDEX == 0:
+            self.app.pop_screen()
+            return
+        self.app.pop_screen()

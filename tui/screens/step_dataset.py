@@ -1,0 +1,157 @@
+"""Wizard step 4: the dataset folders and how they are read, with a live scan that warns early."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Input, Label, Select, Switch
+
+from tuner.engine.config import DatasetConfig, VideoConfig, parse_datasets
+from tuner.tui.screens.step import StepScreen
+from tuner.tui.widgets.config_form import ConfigField, form_values
+from tuner.tui.widgets.path_input import PathInput
+from tuner.tui.widgets.scan_panel import ScanPanel
+from tuner.tui.wizard_state import new_dataset
+
+KEYS = ("id", "caption_strategy", "instance_prompt", "resolution", "crop", "crop_aspect", "crop_style",
+        "repeats", "is_regularisation_data")
+VIDEO_KEYS = ("num_frames", "min_frames", "max_frames")
+
+
+class DatasetStep(StepScreen):
+    """One dataset at a time (Ctrl+A adds one, Ctrl+O shows the next); the scan runs as you type."""
+
+    INDEX = 3
+    BINDINGS = [
+        Binding("ctrl+f", "pick_folder", "Browse"),
+        Binding("ctrl+r", "fix_repeats", "Fix repeats"),
+        Binding("ctrl+a", "add", "Add dataset"),
+        Binding("ctrl+o", "other", "Next dataset"),
+    ]
+
+    def __init__(self, state):
+        super().__init__(state)
+        self.current = 0
+        self.report = None
+        self.report_key = ""
+        self._timer = None
+
+    @property
+    def dataset(self) -> dict[str, Any]:
+        return self.state.pixel_datasets()[self.current]
+
+    def body(self) -> ComposeResult:
+        ds = self.dataset
+        count = len(self.state.pixel_datasets())
+        yield Label(f"Dataset {self.current + 1} of {count}", classes="help")
+        with Horizontal(classes="row"):
+            yield Label("Folder (Ctrl+F browses)", classes="label")
+            yield PathInput(ds.get("instance_data_dir", ""), id="folder")
+        for key in KEYS:
+            yield ConfigField(DatasetConfig, key, ds.get(key))
+        if self.state.family == "sanavideo":
+            video = ds.get("video") or {}
+            for key in VIDEO_KEYS:
+                yield ConfigField(VideoConfig, key, video.get(key), label=f"video {key}")
+        yield ScanPanel(id="scan")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#folder", PathInput).focus()
+        self.rescan()
+
+    def entry(self) -> dict[str, Any]:
+        """The dataset as the form says it now."""
+        values = form_values(self)
+        video = {k: values.pop(k) for k in VIDEO_KEYS if k in values}
+        out = {**self.dataset, "instance_data_dir": self.query_one("#folder", PathInput).value.strip()}
+        for key, value in values.items():
+            if value is None:
+                out.pop(key, None)
+            else:
+                out[key] = value
+        if self.state.family == "sanavideo":
+            out["dataset_type"] = "video"
+            out["video"] = {k: v for k, v in video.items() if v is not None}
+        return out
+
+    def rescan(self) -> None:
+        entry = self.entry()
+        self.report_key = json.dumps([entry, self._batch_keys()], sort_keys=True, default=str)
+        gpus = len((self.state.hardware or {}).get("gpus") or []) or 1
+        self.query_one(ScanPanel).scan(self._typed(entry), {**self.state.config}, gpus, self.report_key)
+
+    def _batch_keys(self) -> list:
+        return [self.state.config.get(k) for k in ("train_batch_size", "gradient_accumulation_steps", "resolution")]
+
+    def _typed(self, entry: dict[str, Any]) -> dict[str, Any]:
+        parsed, _ = parse_datasets([entry])
+        return parsed[0].model_dump(mode="json") if parsed else entry
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Switch.Changed)
+    def changed(self) -> None:
+        # Typing a path fires per key; scan once the user pauses.
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(0.4, self.rescan)
+
+    @on(ScanPanel.Scanned)
+    def scanned(self, message: ScanPanel.Scanned) -> None:
+        if message.key == self.report_key:
+            self.report = message.report
+
+    def action_fix_repeats(self) -> None:
+        if self.report is not None and self.report.suggested_repeats is not None:
+            self.query_one("#in-repeats", Input).value = str(self.report.suggested_repeats)
+
+    def action_pick_folder(self) -> None:
+        from tuner.tui.screens.open_folder import OpenFolder
+
+        def chosen(path: str | None) -> None:
+            if path:
+                self.query_one("#folder", PathInput).value = path
+
+        self.app.push_screen(OpenFolder("Choose the dataset folder", self.query_one("#folder", PathInput).value),
+                             chosen)
+
+    def _store(self) -> None:
+        index = self.state.datasets.index(self.dataset)
+        self.state.datasets[index] = self.entry()
+
+    def action_add(self) -> None:
+        self._store()
+        self.state.datasets.insert(len(self.state.pixel_datasets()), new_dataset(len(self.state.pixel_datasets())))
+        self.current = len(self.state.pixel_datasets()) - 1
+        self.refresh(recompose=True)
+        self.call_after_refresh(self.rescan)
+
+    def action_other(self) -> None:
+        self._store()
+        self.current = (self.current + 1) % len(self.state.pixel_datasets())
+        self.refresh(recompose=True)
+        self.call_after_refresh(self.rescan)
+
+    def save(self) -> list[str]:
+        entry = self.entry()
+        key = json.dumps([entry, self._batch_keys()], sort_keys=True, default=str)
+        parsed, issues = parse_datasets([entry])
+        problems = [f"{i.key.split('.', 1)[-1]}: {i.message}" for i in issues if i.level == "error"]
+        if not problems:
+            entry = {k: v for k, v in parsed[0].model_dump(mode="json", exclude_unset=True).items()}
+        index = self.state.datasets.index(self.dataset)
+        self.state.datasets[index] = entry
+        if problems:
+            return problems
+        ids = [d.get("id") for d in self.state.datasets]
+        if len(set(ids)) != len(ids):
+            return [f"id: {entry['id']!r} is used by another dataset; give each its own"]
+        if self.report is None or self.report_key != key:
+            self.rescan()
+            return ["the scan is still running; press Ctrl+N again when it shows its result"]
+        return [f"scan: {e}" for e in self.report.errors]

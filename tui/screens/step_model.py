@@ -1,0 +1,72 @@
+"""Wizard step 2: the model family, the checkpoint (hub id or local folder) and the training type."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Label, Select
+
+from tuner.engine.config import DEFAULT_MODELS
+from tuner.tui.screens.step import StepScreen
+from tuner.tui.widgets.path_input import PathInput
+from tuner.tui.wizard_state import FAMILIES, TRAINING_TYPES, training_type
+
+
+class ModelStep(StepScreen):
+    """Family, model and the training types that family allows."""
+
+    INDEX = 1
+
+    def body(self) -> ComposeResult:
+        family = self.state.family
+        with Horizontal(classes="row"):
+            yield Label("Model family", classes="label")
+            yield Select([(label, key) for key, label in FAMILIES.items()], value=family, allow_blank=False,
+                         id="family")
+        with Horizontal(classes="row"):
+            yield Label("Model id or local folder", classes="label")
+            yield PathInput(self.state.config.get("pretrained_model_name_or_path") or DEFAULT_MODELS[family],
+                            id="model", placeholder="a Hugging Face id (org/name) or a diffusers folder")
+        with Horizontal(classes="row"):
+            yield Label("Training type", classes="label")
+            yield self._types(family, training_type(self.state.config))
+        yield Label("", id="model-help", classes="help")
+
+    def _types(self, family: str, current: str) -> Select:
+        options = TRAINING_TYPES[family]
+        value = current if current in dict(options) else options[0][0]
+        return Select([(label, key) for key, label in options], value=value, allow_blank=False, id="training")
+
+    @on(Select.Changed, "#family")
+    async def family_changed(self, event: Select.Changed) -> None:
+        family = str(event.value)
+        model = self.query_one("#model", PathInput)
+        if model.value in DEFAULT_MODELS.values():
+            model.value = DEFAULT_MODELS[family]
+        old = self.query_one("#training", Select)
+        row = old.parent
+        await old.remove()
+        await row.mount(self._types(family, str(old.value)))
+        notes = {"sana": "Sana trains full or as a LyCORIS LoKr adapter (plain LoRA is not supported).",
+                 "sd3": "SD3 / 3.5 trains LoRA or LoKr adapters.",
+                 "sanavideo": "Sana Video trains full-rank."}
+        self.query_one("#model-help", Label).update(notes[family])
+
+    def save(self) -> list[str]:
+        family = str(self.query_one("#family", Select).value)
+        model = self.query_one("#model", PathInput).value.strip()
+        kind = str(self.query_one("#training", Select).value)
+        if family != self.state.family:
+            self.state.preset = None  # another family's preset no longer applies
+        self.state.config["model_family"] = family
+        self.state.config["pretrained_model_name_or_path"] = model
+        if kind in dict(TRAINING_TYPES[family]):
+            self.state.set_training(kind)
+        if not model:
+            return ["Model: give a Hugging Face id (e.g. " + DEFAULT_MODELS[family] + ") or a local folder"]
+        looks_local = model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
+        if looks_local and not (Path(model).expanduser() / "model_index.json").is_file():
+            return [f"Model: {model} is not a diffusers folder (no model_index.json there)"]
+        return []

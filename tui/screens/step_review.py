@@ -1,0 +1,138 @@
+"""Wizard step 7: the exact files, check_bundle's verdict, then write them and submit to tunerd."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.syntax import Syntax
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Input, Label, Static, TabbedContent, TabPane
+
+from tuner.daemon import protocol as p
+from tuner.tui import daemon_link
+from tuner.tui.screens.step import StepScreen
+from tuner.tui.widgets.path_input import PathInput
+from tuner.tui.wizard_state import FILE_NAMES, write_files
+
+
+class ReviewStep(StepScreen):
+    """Shows config.json, multidatabackend.json and user_prompt_library.json as they will be written."""
+
+    INDEX = 6
+    BINDINGS = [
+        Binding("ctrl+w", "write", "Write files"),
+        Binding("ctrl+n", "next", "Write + submit", priority=True),
+    ]
+
+    class Checked(Message):
+        """check_bundle's findings on the files shown."""
+
+        def __init__(self, issues: list, files: dict[str, str]):
+            super().__init__()
+            self.issues, self.files = issues, files
+
+    class Submitted(Message):
+        """tunerd queued the job (or refused it: `error`)."""
+
+        def __init__(self, job: str | None, error: str = "", not_running: bool = False):
+            super().__init__()
+            self.job, self.error, self.not_running = job, error, not_running
+
+    def __init__(self, state):
+        super().__init__(state)
+        self.files = state.files()
+        self.issues: list | None = None
+
+    def body(self) -> ComposeResult:
+        default = self.state.config_folder or str(Path(self.state.config["output_dir"]).parent /
+                                                  (Path(self.state.config["output_dir"]).name + "-config"))
+        with Horizontal(classes="row"):
+            yield Label("Write the config to", classes="label")
+            yield PathInput(default, id="target")
+        yield Static(Text("checking…", style="dim"), id="verdict")
+        with TabbedContent(id="files"):
+            for name in FILE_NAMES:
+                with TabPane(name, id=f"tab-{name.split('.')[0]}"):
+                    yield Static(Syntax(self.files[name], "json", theme="ansi_dark", word_wrap=True),
+                                 id=f"show-{name.split('.')[0]}", classes="file")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.run_check()
+
+    @work(thread=True, exclusive=True, group="check")
+    def run_check(self) -> None:
+        files = self.state.files()
+        self.post_message(self.Checked(self.state.check(), files))
+
+    @on(Checked)
+    def checked(self, message: Checked) -> None:
+        self.issues = message.issues
+        errors = [i for i in message.issues if i.level == "error"]
+        text = Text()
+        if errors:
+            text.append(f"✗ {len(errors)} error(s) — fix them (Ctrl+B goes back) before submitting\n", style="bold red")
+        else:
+            text.append("✓ check_bundle: no errors", style="bold green")
+            text.append("\n" if message.issues else "")
+        for issue in message.issues:
+            text.append(f"{'✗' if issue.level == 'error' else '!'} {issue.file}: {issue.key}: {issue.message}\n",
+                        style="red" if issue.level == "error" else "yellow")
+        self.query_one("#verdict", Static).update(text)
+
+    def _write(self) -> Path | None:
+        if self.issues is None:
+            self.show_problems(["the check is still running"])
+            return None
+        if any(i.level == "error" for i in self.issues):
+            self.show_problems(["the config has errors (listed above); go back and fix them"])
+            return None
+        target = Path(self.query_one("#target", Input).value.strip() or ".").expanduser().absolute()
+        clash = [n for n in FILE_NAMES if (target / n).exists() and str(target) != self.state.config_folder]
+        write_files(self.files, target)
+        self.state.config_folder = str(target)
+        self.notify(f"wrote {', '.join(FILE_NAMES)} to {target}" + (" (replaced the old ones)" if clash else ""))
+        self.show_problems([])
+        return target
+
+    def action_write(self) -> None:
+        self._write()
+
+    def action_next(self) -> None:
+        target = self._write()
+        if target is not None:
+            self.submit(target)
+
+    @work(exclusive=True, group="submit")
+    async def submit(self, folder: Path) -> None:
+        args = {"path": str(folder), "cwd": str(folder), "name": Path(self.state.config["output_dir"]).name}
+        preset = self.state.preset and next((pr for pr, _, _ in self._ranked() if pr.name == self.state.preset), None)
+        if preset is not None and preset.gpus == 0:
+            args["gpus"] = 0  # a CPU preset must not wait for a GPU
+        try:
+            reply = await daemon_link.request("submit", **args)
+        except p.DaemonNotRunning:
+            self.post_message(self.Submitted(None, daemon_link.NOT_RUNNING, not_running=True))
+            return
+        except p.RequestFailed as e:
+            self.post_message(self.Submitted(None, str(e)))
+            return
+        self.post_message(self.Submitted(reply["job"]["id"]))
+
+    def _ranked(self):
+        from tuner.presets import list_presets
+        return [(pr, None, None) for pr in list_presets(self.state.family)]
+
+    @on(Submitted)
+    def submitted(self, message: Submitted) -> None:
+        if message.job is not None:
+            self.app.open_monitor(message.job, from_wizard=True)
+            return
+        if message.not_running:
+            self.app.offer_daemon_start(then=lambda: self.submit(Path(self.state.config_folder)))
+            return
+        self.show_problems([f"tunerd refused the job: {message.error}"])

@@ -1,0 +1,80 @@
+"""Wizard steps 5 and 6: validation samples (with the prompt library) and the training settings."""
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Input, Label, TextArea
+
+from tuner.engine.config import TrainConfig
+from tuner.tui.prompt_library import from_text, portrait_prompts, to_text
+from tuner.tui.screens.step import StepScreen
+from tuner.tui.screens.wizard import save_config_keys
+from tuner.tui.widgets.config_form import ConfigField, form_values
+
+VALIDATION_KEYS = ("validation_prompt", "validation_negative_prompt", "validation_resolution", "validation_guidance",
+                   "validation_num_inference_steps", "validation_step_interval", "validation_preview")
+TRAINING_KEYS = ("max_train_steps", "num_train_epochs", "learning_rate", "optimizer", "lr_scheduler",
+                 "train_batch_size", "gradient_accumulation_steps", "checkpoint_step_interval",
+                 "checkpoints_total_limit", "use_ema", "mixed_precision", "gradient_checkpointing",
+                 "gradient_checkpointing_interval", "output_dir")
+LABELS = {"validation_prompt": "prompt", "validation_negative_prompt": "negative prompt",
+          "validation_resolution": "resolutions (e.g. 1024,768x1280)", "validation_guidance": "guidance",
+          "validation_num_inference_steps": "steps", "validation_step_interval": "every N steps",
+          "validation_preview": "live previews", "max_train_steps": "steps (0: use epochs)",
+          "num_train_epochs": "epochs", "train_batch_size": "batch size",
+          "gradient_accumulation_steps": "accumulation steps", "checkpoint_step_interval": "checkpoint every N steps",
+          "checkpoints_total_limit": "checkpoints kept", "use_ema": "EMA", "mixed_precision": "precision",
+          "gradient_checkpointing_interval": "grad. checkpointing interval", "output_dir": "output folder"}
+
+
+class ValidationStep(StepScreen):
+    """What is sampled during training, and the prompt library (Ctrl+L adds the portrait template)."""
+
+    INDEX = 4
+    BINDINGS = [Binding("ctrl+l", "portraits", "Portrait prompts")]
+
+    def body(self) -> ComposeResult:
+        for key in VALIDATION_KEYS:
+            yield ConfigField(TrainConfig, key, self.state.config.get(key), label=LABELS.get(key))
+        yield Label("Prompt library: one `nickname = prompt` per line", classes="help")
+        with Horizontal(classes="row"):
+            yield Label("subject for the template", classes="label")
+            yield Input(placeholder="e.g. photo of sks woman — then Ctrl+L adds 15 portrait prompts", id="subject")
+        yield TextArea(to_text(self.state.prompts), id="library")
+
+    def action_portraits(self) -> None:
+        subject = self.query_one("#subject", Input).value.strip()
+        if not subject:
+            self.show_problems(["type the subject first (what <token> stands for, e.g. 'sks woman')"])
+            self.query_one("#subject", Input).focus()
+            return
+        library = self.query_one("#library", TextArea)
+        existing, _ = from_text(library.text)
+        library.text = to_text({**existing, **portrait_prompts(subject)})
+        self.show_problems([])
+
+    def save(self) -> list[str]:
+        prompts, problems = from_text(self.query_one("#library", TextArea).text)
+        problems = [f"prompt library {p}" for p in problems]
+        problems += save_config_keys(self.state, form_values(self))
+        if not problems:
+            self.state.prompts = prompts
+        return problems
+
+
+class TrainingStep(StepScreen):
+    """Length, optimizer, batch, checkpoints, EMA, precision, memory savers and where results go."""
+
+    INDEX = 5
+
+    def body(self) -> ComposeResult:
+        for key in TRAINING_KEYS:
+            yield ConfigField(TrainConfig, key, self.state.config.get(key), label=LABELS.get(key))
+
+    def save(self) -> list[str]:
+        values = form_values(self)
+        if values.get("output_dir"):
+            from pathlib import Path
+            values["output_dir"] = str(Path(values["output_dir"]).expanduser().absolute())
+        return save_config_keys(self.state, values)

@@ -1,0 +1,77 @@
+"""The presets of one family ranked for a machine: fit, estimated VRAM against what it has, and notes."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+from tuner.presets import FITS, NO_FIT, TIGHT, Preset, list_presets, rank_presets
+
+MARKS = {FITS: ("✓ fits", "green"), TIGHT: ("! tight", "yellow"), NO_FIT: ("✗ does not fit", "red")}
+TYPE_LABELS = {"full": "full", "lora": "LoRA"}
+
+
+def vram_of(hardware: dict[str, Any]) -> float | None:
+    gpus = hardware.get("gpus") or []
+    return max((g["vram_total_gb"] for g in gpus), default=None)
+
+
+class PresetPicker(Vertical):
+    """An option list of ranked presets and, under it, the highlighted one's description and notes."""
+
+    DEFAULT_CSS = """
+    PresetPicker { height: auto; }
+    PresetPicker OptionList { height: auto; max-height: 12; }
+    PresetPicker #preset-detail { height: auto; padding: 0 1; }
+    """
+
+    def __init__(self, family: str, hardware: dict[str, Any], selected: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.errors: list = []
+        self.ranked: list[tuple[Preset, str, str]] = rank_presets(list_presets(family, errors=self.errors), hardware)
+        self.hardware = hardware
+        self.selected = selected
+
+    def compose(self) -> ComposeResult:
+        have = vram_of(self.hardware)
+        options = []
+        for preset, fit, _reason in self.ranked:
+            mark, colour = MARKS[fit]
+            kind = "LoKr" if preset.config.get("lora_type") == "lycoris" else TYPE_LABELS.get(preset.model_type, "?")
+            est = f"~{preset.estimated_vram_gb:g} GB" + (f" of {have:.0f}" if have else "")
+            gpus = f" ×{preset.gpus}" if preset.gpus > 1 else " CPU" if preset.gpus == 0 else ""
+            label = Text.assemble((f"{mark:<15}", colour), (f"{preset.name:<28}", "bold"), f" {kind:<5}",
+                                  f" {est}{gpus}")
+            options.append(Option(label, id=preset.name))
+        yield OptionList(*options, id="presets")
+        yield Static("", id="preset-detail")
+        for error in self.errors:
+            yield Static(Text(f"skipped a broken preset: {error}", style="red"))
+
+    def on_mount(self) -> None:
+        names = [p.name for p, _, _ in self.ranked]
+        option_list = self.query_one(OptionList)
+        if names:
+            option_list.highlighted = names.index(self.selected) if self.selected in names else 0
+
+    @property
+    def highlighted(self) -> Preset | None:
+        index = self.query_one(OptionList).highlighted
+        return self.ranked[index][0] if index is not None and self.ranked else None
+
+    @on(OptionList.OptionHighlighted)
+    def show_detail(self, event: OptionList.OptionHighlighted) -> None:
+        preset, fit, reason = self.ranked[event.option_index]
+        text = Text()
+        text.append(preset.description + "\n", style="bold")
+        text.append(f"{fit}: {reason}\n", style=MARKS[fit][1])
+        for key in ("speed", "vram", "other"):
+            if preset.notes.get(key):
+                text.append(f"{key}: ", style="bold")
+                text.append(preset.notes[key] + "\n")
+        self.query_one("#preset-detail", Static).update(text)
