@@ -230,25 +230,49 @@ SD3_VAE = dict(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D
                shift_factor=0.0609, scaling_factor=1.5035)
 
 
+def _word_merges(words: list[str]) -> list[tuple[str, str]]:
+    """BPE merges that join each word (with CLIP's "</w>" end mark) into one piece.
+
+    Learned here rather than by the tokenizers trainer, whose ties fall differently from run to
+    run: the most frequent pair is merged first, ties by the pair's text, so a build is repeatable.
+    """
+    from collections import Counter
+
+    words_left = [tuple(word[:-1]) + (word[-1] + "</w>",) for word in dict.fromkeys(words)]
+    merges = []
+    while True:
+        pairs = Counter(pair for word in words_left for pair in zip(word, word[1:]))
+        if not pairs:
+            return merges
+        pair = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(pair)
+        joined = []
+        for word in words_left:
+            out, i = [], 0
+            while i < len(word):
+                if word[i:i + 2] == pair:
+                    out.append(pair[0] + pair[1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            joined.append(tuple(out))
+        words_left = joined
+
+
 def tiny_clip_tokenizer():
     """A CLIPTokenizer whose BPE makes every caption word one token; specials first (bos 0, eos/pad 1)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import CLIPTokenizer
 
-    alphabet = list(string.ascii_lowercase + string.digits + string.punctuation)
-    bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(vocab_size=100_000, min_frequency=1, initial_alphabet=alphabet,
-                                  limit_alphabet=len(alphabet), end_of_word_suffix="</w>", show_progress=False)
-    bpe.train_from_iterator(_WORDS, trainer)
-    learned = json.loads(bpe.to_str())["model"]
+    # CLIP's BPE works on bytes shown as printable characters (GPT-2's table): all 256 make any text tokenize.
+    shown = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    alphabet = [chr(c) for c in shown] + [chr(256 + n) for n in range(256 - len(shown))]
+    merges = _word_merges(_WORDS)
     # The CLIP text model pools at the first eos id its config names, so the specials' ids are fixed.
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for piece in alphabet + [c + "</w>" for c in alphabet]:
+    for piece in alphabet + [c + "</w>" for c in alphabet] + [a + b for a, b in merges]:
         vocab.setdefault(piece, len(vocab))
-    for piece, _ in sorted(learned["vocab"].items(), key=lambda item: item[1]):
-        vocab.setdefault(piece, len(vocab))
-    return CLIPTokenizer(vocab=vocab, merges=[tuple(pair) for pair in learned["merges"]], model_max_length=77)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 
 def tiny_t5_tokenizer():

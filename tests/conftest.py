@@ -13,3 +13,11 @@ def tiny_sana(tmp_path_factory):
     from tuner.engine.tiny import build_tiny_sana
 
     return build_tiny_sana(tmp_path_factory.mktemp("tiny-sana") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory):
+    """A tiny SD3 in diffusers format, built once for the whole session."""
+    from tuner.engine.tiny import build_tiny_sd3
+
+    return build_tiny_sd3(tmp_path_factory.mktemp("tiny-sd3") / "model")
