@@ -1,0 +1,145 @@
+"""The wizard end to end on a generated dataset, and the preset ranking for planned machines."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input, OptionList, Switch
+
+from tuner.engine.config import check_bundle
+from tuner.engine.demo import make_dataset
+from tuner.engine.hardware import describe
+from tuner.tui.app import TunerApp
+from tuner.tui.screens.step_dataset import DatasetStep
+from tuner.tui.screens.step_hardware import HardwareStep
+from tuner.tui.screens.step_model import ModelStep
+from tuner.tui.screens.step_preset import PresetStep
+from tuner.tui.screens.step_review import ReviewStep
+from tuner.tui.screens.step_training import TrainingStep, ValidationStep
+from tuner.tui.widgets.preset_picker import PresetPicker
+
+SIZE = (100, 30)
+
+
+@pytest.fixture(autouse=True)
+def no_daemon(tmp_path, monkeypatch):
+    """A private data dir and socket, so no user's tunerd answers these tests."""
+    monkeypatch.setenv("TUNER_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TUNER_RUNTIME_DIR", str(tmp_path / "run"))
+
+
+async def settle(pilot) -> None:
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def next_step(pilot, expected: type) -> None:
+    await pilot.press("ctrl+n")
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, expected), pilot.app.screen.query_one("#step-problems").render()
+
+
+def field(screen, key: str):
+    return screen.query_one(f"#in-{key}")
+
+
+async def test_wizard_writes_files_that_check_clean_and_match_the_review(tmp_path):
+    images = make_dataset(tmp_path / "shapes", count=3)
+    app = TunerApp(hardware=describe(24, 1))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        assert isinstance(app.screen, HardwareStep)
+        await next_step(pilot, ModelStep)
+        await next_step(pilot, PresetStep)
+        picker = app.screen.query_one(PresetPicker)
+        assert picker.highlighted.name == "sana-1.6b-24gb-full"  # the best fit is offered first
+        await next_step(pilot, DatasetStep)
+        screen = app.screen
+        screen.query_one("#folder", Input).value = str(images)
+        await settle(pilot)
+        await pilot.pause(0.5)   # the scan waits for typing to pause
+        await settle(pilot)
+        # 3 images cannot fill the preset's batch of 4: the step says so, blocks, and offers a fix.
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert isinstance(app.screen, DatasetStep)
+        assert screen.report is not None and screen.report.usable == 3
+        assert screen.report.suggested_repeats == 1
+        assert "set repeats to 1" in str(screen.query_one("#step-problems").render())
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.5)
+        await settle(pilot)
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert isinstance(app.screen, ValidationStep), app.screen.query_one("#step-problems").render()
+        field(app.screen, "validation_prompt").value = "a red circle on a white background"
+        app.screen.query_one("#subject", Input).value = "sks shape"
+        await pilot.press("ctrl+l")
+        await next_step(pilot, TrainingStep)
+        field(app.screen, "max_train_steps").value = "50"
+        field(app.screen, "output_dir").value = str(tmp_path / "out")
+        # Back and forth keeps what was entered.
+        await pilot.press("ctrl+b")
+        await settle(pilot)
+        assert isinstance(app.screen, ValidationStep)
+        assert field(app.screen, "validation_prompt").value == "a red circle on a white background"
+        await next_step(pilot, TrainingStep)
+        assert field(app.screen, "max_train_steps").value == "50"
+        field(app.screen, "output_dir").value = str(tmp_path / "out")
+        await next_step(pilot, ReviewStep)
+        review = app.screen
+        assert review.issues is not None and not [i for i in review.issues if i.level == "error"], review.issues
+        target = tmp_path / "written"
+        review.query_one("#target", Input).value = str(target)
+        await pilot.press("ctrl+w")
+        await settle(pilot)
+        shown = {name: review.query_one(f"#show-{name.split('.')[0]}").content.code for name in review.files}
+
+    for name, text in shown.items():
+        assert (target / name).read_text() == text
+    assert not [i for i in check_bundle(target) if i.level == "error"]
+    config = json.loads((target / "config.json").read_text())
+    assert config["max_train_steps"] == 50 and config["output_dir"] == str(tmp_path / "out")
+    assert config["validation_prompt"] == "a red circle on a white background"
+    datasets = json.loads((target / "multidatabackend.json").read_text())
+    assert datasets[0]["instance_data_dir"] == str(images)
+    prompts = json.loads((target / "user_prompt_library.json").read_text())
+    assert len(prompts) == 15 and all("sks shape" in p for p in prompts.values())
+
+
+async def ranked_for(vram: float, gpus: int) -> list[tuple[str, str]]:
+    """The preset step's ranking after planning `gpus` × `vram` GB on the hardware step."""
+    app = TunerApp(hardware=describe(8, 1))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        app.screen.query_one("#planned", Switch).value = True
+        await pilot.pause()
+        app.screen.query_one("#vram", Input).value = str(vram)
+        app.screen.query_one("#gpus", Input).value = str(gpus)
+        await next_step(pilot, ModelStep)
+        await next_step(pilot, PresetStep)
+        picker = app.screen.query_one(PresetPicker)
+        assert app.screen.query_one(OptionList).option_count == len(picker.ranked)
+        return [(p.name, fit) for p, fit, _ in picker.ranked]
+
+
+async def test_preset_ranking_follows_the_planned_hardware():
+    small = await ranked_for(12, 1)
+    assert small[0] == ("sana-1.6b-12gb-lokr-nf4", "fits")
+    assert dict(small)["sana-1.6b-24gb-full"] == "does not fit"
+    assert dict(small)["sana-1.6b-multigpu-full"] == "does not fit"
+
+    mid = await ranked_for(24, 1)
+    assert mid[0] == ("sana-1.6b-24gb-full", "fits")
+    assert dict(mid)["sana-1.6b-12gb-lokr-nf4"] == "fits"
+    assert dict(mid)["sana-1.6b-multigpu-full"] == "does not fit"
+
+    big = await ranked_for(24, 4)
+    assert big[0] == ("sana-1.6b-multigpu-full", "fits")
+    assert [name for name, fit in big if fit == "does not fit"] == []
