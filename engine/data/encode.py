@@ -8,8 +8,9 @@ import torch
 
 from tuner.engine.data.cache import LatentCache, TextCache
 from tuner.engine.data.errors import DataError
-from tuner.engine.data.pixels import BrokenImage, load_rgb, transform
+from tuner.engine.data.pixels import BrokenImage
 from tuner.engine.data.scan import Sample
+from tuner.engine.data.video import bucket_name, sample_pixels
 
 Emit = Callable[..., None]
 TEXT_CHUNK = 16
@@ -35,15 +36,14 @@ def encode_latents(dataset_id: str, samples: list[Sample], cache: LatentCache, f
         for start in range(0, len(group), step):
             chunk = group[start:start + step]
             try:
-                pixels = torch.stack([transform(load_rgb(s.path), s.downsampled, s.resized, s.box)
-                                      for s in chunk])
+                pixels = torch.stack([sample_pixels(s) for s in chunk])
             except BrokenImage as e:
                 raise DataError(f"dataset {dataset_id!r}: {e} (the file changed after the scan; "
                                 f"run again)") from e
             with torch.no_grad():
                 latents = family.encode_pixels(pixels)
             for s, latent in zip(chunk, latents):
-                cache.save(s.key, latent, {"path": str(s.path), "size": f"{bucket[0]}x{bucket[1]}",
+                cache.save(s.key, latent, {"path": str(s.path), "size": bucket_name(bucket),
                                            "crop": ",".join(map(str, s.box))})
             done += len(chunk)
             emit("cache", dataset=dataset_id, kind="latents", done=done, total=total)

@@ -14,16 +14,23 @@ from tuner.engine.data.sampler import DatasetBuckets
 from tuner.engine.data.scan import DatasetSpec, ScanResult, scan_dataset
 from tuner.engine.data.sizing import SizeRule
 from tuner.engine.data.train_data import TrainData
+from tuner.engine.data.video import VideoSpec, bucket_name
 
 _MANIFEST_SKIPS = ("aspect", "metadata", "discovery")
 
 
-def dataset_spec(bundle: Any, ds: Any) -> DatasetSpec:
+def video_spec(ds: Any, temporal_compression: int) -> VideoSpec | None:
+    """A video dataset's clip settings (None for an image dataset)."""
+    if getattr(ds, "dataset_type", "image") != "video":
+        return None
+    video = getattr(ds, "video", None)
+    fields = video.model_dump() if video is not None else {}
+    return VideoSpec(temporal_compression=temporal_compression, **fields)
+
+
+def dataset_spec(bundle: Any, ds: Any, temporal_compression: int = 1) -> DatasetSpec:
     """A dataset's settings with the global defaults filled in and its paths made absolute."""
     cfg = bundle.train
-    if getattr(ds, "dataset_type", "image") == "video":
-        raise DataError(f"dataset {ds.id!r}: video datasets are not handled by the image data "
-                        f"pipeline yet; use an image dataset")
     if getattr(ds, "type", "local") != "local":
         raise DataError(f"dataset {ds.id!r}: type {ds.type!r} is not supported; use 'local'")
     if not ds.instance_data_dir:
@@ -54,6 +61,7 @@ def dataset_spec(bundle: Any, ds: Any) -> DatasetSpec:
         is_regularisation=bool(getattr(ds, "is_regularisation_data", False)),
         content_hash=bool(getattr(ds, "cache_content_hash", False)),
         use_manifest_only=any(word in skip for word in _MANIFEST_SKIPS),
+        video=video_spec(ds, temporal_compression),
     )
 
 
@@ -105,7 +113,7 @@ def _scan_all(bundle: Any, datasets: list, family: Any, fingerprint: str, events
     cfg = bundle.train
     results = []
     for ds in datasets:
-        spec = dataset_spec(bundle, ds)
+        spec = dataset_spec(bundle, ds, int(getattr(family, "temporal_compression", 1)))
         if getattr(ds, "vae_cache_clear_each_epoch", False):
             _log(events, "warning", f"dataset {ds.id!r}: vae_cache_clear_each_epoch is not supported; "
                                     f"random crops are fixed per image and the cache is kept")
@@ -198,9 +206,12 @@ def prepare_data(bundle: Any, family: Any, *, num_processes: int = 1, process_in
         skipped = sum(result.skipped.values())
         why = ", ".join(f"{n} {reason}" for reason, n in sorted(result.skipped.items()))
         n_buckets = len({s.bucket for s in result.samples})
+        if spec.video is not None:  # clip buckets by name, e.g. 832x480@81
+            names = sorted({bucket_name(s.bucket, spec.video.bucket_strategy) for s in result.samples})
+            lat += f"; buckets {', '.join(names[:8])}" + (" …" if len(names) > 8 else "")
         dropped = data.dropped_per_epoch.get(spec.id, 0)
         _log(events, "info",
-             f"dataset {spec.id!r}: found {result.found} images, skipped {skipped}"
+             f"dataset {spec.id!r}: found {result.found} {'videos' if spec.video else 'images'}, skipped {skipped}"
              + (f" ({why})" if why else "") + f", {len(result.samples)} usable in {n_buckets} buckets "
              f"× {spec.repeats + 1} passes; {lat}"
              + (f"; {dropped} samples per epoch dropped (buckets not filling a batch of "

@@ -5,6 +5,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tuner.engine.data.buckets import choose_aspect, parse_aspect_buckets, size_for_aspect
 from tuner.engine.data.cache import file_content_hash, latent_key
@@ -35,6 +36,7 @@ class DatasetSpec:
     is_regularisation: bool = False
     content_hash: bool = False
     use_manifest_only: bool = False
+    video: Any = None                  # a VideoSpec for video datasets (see video.py)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Sample:
     resized: tuple[int, int]
     box: tuple[int, int, int, int]
     key: str
+    frames: int = 0                    # video clips: frames trained on (0: an image)
+    is_i2v: bool = False               # video clips: the first frame is the conditioning image
 
 
 @dataclass
@@ -81,6 +85,10 @@ def _image_size(path: Path, rel: str, manifest: dict, content_hash: bool) -> tup
 def scan_dataset(spec: DatasetSpec, manifest: dict[str, dict], alignment: int, fingerprint: str,
                  seed: int | None) -> ScanResult:
     """Turn a dataset folder into samples; nothing is written (the caller saves `manifest`)."""
+    if spec.video is not None:
+        from tuner.engine.data.video_scan import scan_videos
+
+        return scan_videos(spec, manifest, alignment, fingerprint, seed)
     spec.size.check(spec.id)
     if spec.crop_style not in CROP_STYLES:
         raise DataError(f"dataset {spec.id!r}: crop_style {spec.crop_style!r} is not one of "

@@ -9,9 +9,9 @@ import torch
 
 from tuner.engine.data.cache import LatentCache, TextCache
 from tuner.engine.data.errors import DataError
-from tuner.engine.data.pixels import load_rgb, transform
 from tuner.engine.data.sampler import DatasetBuckets, EpochPlan, order_seed, plan_epoch, process_slice
 from tuner.engine.data.scan import Sample
+from tuner.engine.data.video import sample_pixels
 
 STATE_VERSION = 1
 
@@ -20,12 +20,15 @@ STATE_VERSION = 1
 class Batch:
     """One process's micro-batch: samples of one bucket of one dataset."""
 
-    latents: torch.Tensor                 # (B, C, h, w) float32
+    latents: torch.Tensor                 # (B, C, h, w) float32; video (B, C, f, h, w)
     text: dict[str, torch.Tensor]         # family.collate_text of the cached embeddings
     captions: list[str]
     is_regularisation: torch.Tensor       # (B,) bool
     paths: list[str]
     dataset_ids: list[str]
+    # Image-to-video clips: their first latent frame (B, C, 1, h, w), which Wan's causal VAE encodes
+    # from the first frame alone; recorded for i2v conditioning (training still noises every frame).
+    first_frame: torch.Tensor | None = None
 
 
 class TrainData:
@@ -76,13 +79,15 @@ class TrainData:
         chosen = [self._caption(i, slot) for slot, i in enumerate(indices)]
         self.position += 1
         samples = [self.samples[i] for i in indices]
+        latents = self._latents(samples)
         return Batch(
-            latents=self._latents(samples),
+            latents=latents,
             text=self.family.collate_text([self._text(c, s) for c, s in zip(chosen, samples)]),
             captions=chosen,
             is_regularisation=torch.tensor([s.is_regularisation for s in samples], dtype=torch.bool),
             paths=[str(s.path) for s in samples],
             dataset_ids=[s.dataset_id for s in samples],
+            first_frame=latents[:, :, :1].clone() if any(s.is_i2v for s in samples) else None,
         )
 
     def _caption(self, index: int, slot: int) -> str:
@@ -95,8 +100,7 @@ class TrainData:
 
     def _latents(self, samples: list[Sample]) -> torch.Tensor:
         if self.encode_on_the_fly:
-            pixels = torch.stack([transform(load_rgb(s.path), s.downsampled, s.resized, s.box)
-                                  for s in samples])
+            pixels = torch.stack([sample_pixels(s) for s in samples])
             with torch.no_grad():
                 return self.family.encode_pixels(pixels).float()
         try:
