@@ -21,3 +21,11 @@ def tiny_sd3(tmp_path_factory):
     from tuner.engine.tiny import build_tiny_sd3
 
     return build_tiny_sd3(tmp_path_factory.mktemp("tiny-sd3") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_sanavideo(tmp_path_factory):
+    """A tiny Sana Video in diffusers format, built once for the whole session."""
+    from tuner.engine.tiny import build_tiny_sanavideo
+
+    return build_tiny_sanavideo(tmp_path_factory.mktemp("tiny-sanavideo") / "model")

@@ -230,7 +230,7 @@ def _total_steps(cfg: Any, batches_per_epoch: int, accum: int) -> int:
 
 def _shift(cfg: Any, family: Any, latents: torch.Tensor) -> float:
     if getattr(family, "fixed_schedule", False):  # e.g. Sana Video: the checkpoint's own schedule
-        return 1.0
+        return float(getattr(family, "training_shift", 1.0))
     if cfg.flow_schedule_auto_shift:
         tokens = latents[0, 0].numel() // max(1, getattr(family, "patch_area", 1))
         return flow.auto_shift(tokens)

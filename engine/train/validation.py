@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from tuner.engine.config import parse_resolutions
+from tuner.engine.data.video import frame_strip, write_video
 from tuner.engine.events import EventWriter
 
 MAIN_NICKNAME = "validation"
@@ -98,7 +99,7 @@ class Validator:
         seed = cfg.validation_seed if cfg.validation_seed is not None else (cfg.seed or 0)
         written = []
         for prompt in self.prompts:
-            paths = []
+            paths, stills = [], []
             for width, height in self.resolutions:
                 name = f"{prompt.nickname}{suffix}-{width}x{height}"
                 on_step = self._preview_callback(prompt, name, step, every) if every else None
@@ -106,11 +107,18 @@ class Validator:
                     model, self.text[prompt.nickname], self.negative, width, height, steps,
                     float(cfg.validation_guidance), int(seed), on_step=on_step,
                 )
-                path = folder / f"{name}.png"
-                images[0].save(path)
+                if getattr(self.family, "produces_video", False):
+                    # A video family returns the frames of one clip: an mp4 plus a still strip to glance at.
+                    path = write_video(folder / f"{name}.mp4", images, self.family.framerate)
+                    stills.append(folder / f"{name}-strip.png")
+                    frame_strip(images).save(stills[-1])
+                else:
+                    path = folder / f"{name}.png"
+                    images[0].save(path)
                 paths.append(path)
             self.events.emit("validation", prompt=prompt.prompt, nickname=prompt.nickname + suffix,
-                             step=step, paths=[str(p) for p in paths])
+                             step=step, paths=[str(p) for p in paths],
+                             **({"stills": [str(p) for p in stills]} if stills else {}))
             written += paths
         return written
 

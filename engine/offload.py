@@ -1,0 +1,76 @@
+"""Group offload through diffusers' hooks: a module's layers wait on the CPU (or on disk) and are
+moved to the accelerator group by group, just before each group's forward pass.
+
+What it offloads, and when:
+- Text encoders (caching, and validation of new prompts): inference only, the case diffusers
+  designs the hooks for.
+- The transformer, for training and for validation sampling, as SimpleTuner does: each group's
+  weights are onloaded before its forward and offloaded after it. Gradients and optimizer states
+  are not offloaded; they stay where the optimizer keeps them. Whether the backward pass finds
+  every weight where it needs it on a CUDA device is up to diffusers' hooks and is not checked by
+  tuner's tests, which run on the CPU (cpu → cpu: the hooks run, nothing moves).
+- `group_offload_use_stream` overlaps the copies with compute and needs CUDA streams; elsewhere
+  it is ignored with a log line. `group_offload_to_disk_path` keeps the offloaded weights in
+  safetensors files in that folder instead of RAM.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_HOOKS = ("group_offloading", "lazy_prefetch_group_offloading")
+
+
+def settings(cfg: Any, device: torch.device) -> dict[str, Any]:
+    """Keyword arguments for diffusers' apply_group_offloading from the config's group_offload_* keys."""
+    device = torch.device(device)
+    kind = getattr(cfg, "group_offload_type", "block_level") or "block_level"
+    if kind not in ("block_level", "leaf_level"):
+        raise ValueError(f"config.json: group_offload_type {kind!r} is not block_level or leaf_level")
+    kwargs: dict[str, Any] = {"onload_device": device, "offload_device": torch.device("cpu"), "offload_type": kind}
+    if kind == "block_level":
+        kwargs["num_blocks_per_group"] = int(getattr(cfg, "group_offload_blocks_per_group", 1) or 1)
+    if getattr(cfg, "group_offload_use_stream", False):
+        if device.type == "cuda" and torch.cuda.is_available():
+            kwargs["use_stream"] = True
+        else:
+            warnings.warn(f"group_offload_use_stream ignored: CUDA streams are not available on {device}",
+                          stacklevel=2)
+    disk = getattr(cfg, "group_offload_to_disk_path", None)
+    if disk:
+        Path(disk).expanduser().mkdir(parents=True, exist_ok=True)
+        kwargs["offload_to_disk_path"] = str(Path(disk).expanduser())
+    return kwargs
+
+
+def apply(module: torch.nn.Module, cfg: Any, device: torch.device) -> torch.nn.Module:
+    """Put `module` under group offload as the config says; returns it (hooks are added in place)."""
+    from diffusers.hooks import apply_group_offloading
+
+    if is_offloaded(module):
+        return module
+    if getattr(cfg, "enable_model_cpu_offload", False):
+        # config_rules refuses the pair before anything loads; this guards direct callers.
+        raise ValueError("enable_group_offload cannot be combined with enable_model_cpu_offload; set one to false")
+    apply_group_offloading(module, **settings(cfg, device))
+    return module
+
+
+def is_offloaded(module: torch.nn.Module) -> bool:
+    """Whether diffusers' group offload hooks are on `module`."""
+    registry = getattr(module, "_diffusers_hook", None)
+    return registry is not None and registry.get_hook(_HOOKS[0]) is not None
+
+
+def remove(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Take the hooks off again and put every weight on `device` (e.g. before exporting on one device)."""
+    from diffusers.hooks import HookRegistry
+
+    if is_offloaded(module):
+        registry = HookRegistry.check_if_exists_or_initialize(module)
+        for name in _HOOKS:
+            registry.remove_hook(name, recurse=True)
+    return module.to(device)
