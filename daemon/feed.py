@@ -15,7 +15,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    EVENT_TYPE_CREATED, EVENT_TYPE_MODIFIED, EVENT_TYPE_MOVED, FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from tuner.daemon import protocol as p
@@ -27,6 +30,7 @@ log = logging.getLogger("tunerd.feed")
 POLL_SECONDS = 1.0
 CHUNK = 1024 * 1024  # a long history is read in pieces so other clients are served meanwhile
 STREAMS = {"engine": jobdir.EVENTS, "daemon": DAEMON_EVENTS}
+WRITE_EVENTS = (EVENT_TYPE_MODIFIED, EVENT_TYPE_CREATED, EVENT_TYPE_MOVED)
 
 
 class ChunkTail:
@@ -158,6 +162,9 @@ class _Handler(FileSystemEventHandler):
         self.hub = hub
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        # Only writes: reacting to opens and closes would wake on our own reads, for ever.
+        if event.event_type not in WRITE_EVENTS:
+            return
         path = event.src_path if isinstance(event.src_path, str) else event.src_path.decode()
         name = Path(path).name
         if name in (jobdir.EVENTS, DAEMON_EVENTS):
