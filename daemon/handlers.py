@@ -63,6 +63,8 @@ async def submit(d: Daemon, conn: Connection, msg: dict) -> dict:
         dataset, output = p.arg(msg, "dataset", str), p.arg(msg, "output", str)
         bundle = await asyncio.to_thread(sub.quick_bundle, preset, dataset, output, cwd)
         source = f"preset {preset} on {dataset}"
+        if not msg.get("name"):
+            msg["name"] = f"{preset}-{Path(dataset).name}"
     else:
         path = Path(p.arg(msg, "path", str)).expanduser()
         source = str(path if path.is_absolute() else cwd / path)

@@ -48,6 +48,8 @@ def _read_json(path: Path, what: str, kind: type) -> Any:
 
 def read_bundle(source: Path, cwd: Path) -> tuple[dict, list | None, dict | None, Path]:
     """The config, datasets and prompt library a submitted path names, with absolute paths."""
+    if not source.exists():
+        raise p.ProtocolError("invalid", f"{source}: not found; give a config folder or a config.json")
     config_file = source / jobdir.CONFIG if source.is_dir() else source
     if config_file.suffix != ".json":
         raise p.ProtocolError("invalid", f"{source}: expected a config folder or a config.json")
@@ -151,8 +153,8 @@ def stage(job_id: str, staging: Path, bundle: tuple, cwd: Path, source: str, nam
         jobdir.write_json_atomic(staging / jobdir.CONFIG, probe)
         errors, warnings = check(staging, cwd)
         # Name the files where the job keeps them, not where they were checked.
-        errors = [e.replace(str(staging), str(final)) for e in errors]
-        warnings = [w.replace(str(staging), str(final)) for w in warnings]
+        errors = [e.replace(staging.name, final.name) for e in errors]
+        warnings = [w.replace(staging.name, final.name) for w in warnings]
         if errors:
             raise p.ProtocolError("invalid", f"{source}: {len(errors)} error(s); nothing was queued:\n"
                                   + "\n".join(f"  {e}" for e in errors), errors=errors, warnings=warnings)

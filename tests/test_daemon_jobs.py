@@ -58,6 +58,23 @@ def test_submit_then_list_show_logs_and_the_stream(daemon, demo_template, tunerd
     states = [m["event"]["job_state"] for m in messages if m.get("stream") == "daemon"]
     assert states == ["queued", "starting", "running", "done"]
     assert messages[-1]["end"] is True
+    attached = tunerd("attach", job_id)  # an ended job: the view shows its history and returns
+    assert attached.returncode == 0 and f"{job_id}: done" in attached.stdout
+
+
+def test_quick_start_from_a_preset_and_a_dataset_folder(daemon, demo_template, tunerd_env):
+    result = tunerd("submit", "--preset", "sana-tiny-demo", "--dataset", "dataset", "--output", "out",
+                    cwd=demo_config(demo_template, tunerd_env["tmp"]).parent)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.split("queued ")[1].split()[0]
+    assert job_id.endswith("-sana-tiny-demo-dataset")
+    assert ".staging" not in result.stdout  # warnings name the job's own files
+    datasets = json.loads((paths.jobs_dir() / job_id / "multidatabackend.json").read_text())
+    assert datasets[0]["instance_data_dir"] == str(tunerd_env["tmp"] / "demo" / "dataset")
+    assert datasets[0]["resolution"] == 64  # the preset's dataset keys were applied
+    request("cancel", job=job_id)
+    refused = tunerd("submit", "--preset", "no-such-preset", "--dataset", ".", "--output", "out")
+    assert refused.returncode == 1 and "no-such-preset" in refused.stderr
 
 
 def test_an_invalid_config_is_refused_with_every_error(daemon, demo_template, tunerd_env):
