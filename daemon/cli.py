@@ -102,7 +102,8 @@ def _logs(client: Client, args: argparse.Namespace) -> dict[str, Any] | None:
     if args.json and not args.follow:
         return reply
     while True:
-        sys.stdout.write(reply["text"])
+        # With --json, each piece is one JSON line, for scripts that follow the log.
+        sys.stdout.write(json.dumps(reply) + "\n" if args.json else reply["text"])
         sys.stdout.flush()
         if not args.follow or reply["ended"]:
             return None
@@ -150,15 +151,21 @@ def _daemon_status(client: Client, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _attach(client: Client, args: argparse.Namespace) -> None:
-    from tuner.daemon.attach import attach
     job = args.job
     if job is None:
         running = [j for j in client.request("list")["jobs"] if j["state"] in p.ACTIVE_STATES]
         if not running:
             raise SystemExit("no job is running; name one: tunerd attach JOB (tunerd list shows them)")
         job = running[-1]["id"]
+    if args.json:
+        # For scripts: the raw stream, one message per line, until the job ends.
+        for message in client.subscribe(job):
+            print(json.dumps(message), flush=True)
+        return None
     client.close()
-    return attach(job)
+    from tuner.daemon.attach import attach
+    attach(job)
+    return None
 
 
 VERB_COMMANDS = {

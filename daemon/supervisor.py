@@ -11,7 +11,8 @@ from tuner.daemon import protocol as p
 from tuner.daemon import runner
 from tuner.daemon.feed import wait_event
 from tuner.daemon.gpu import MemoryReader
-from tuner.daemon.jobs import Job, JobStore
+from tuner.daemon import paths
+from tuner.daemon.jobs import Job, JobStore, TransitionError
 from tuner.daemon.queue import Scheduler
 from tuner.engine import jobdir
 
@@ -38,7 +39,12 @@ class Supervisor:
         while True:
             self._kick.clear()
             for job, devices in self.scheduler.next_starts(list(self.store.jobs.values())):
-                self.start(job, devices)
+                try:
+                    self.start(job, devices)
+                except Exception:  # one job's broken directory must not stop the whole queue
+                    log.exception("job %s: could not be started", job.id)
+                    if job.state in (p.QUEUED, p.STARTING):
+                        self._fail(job, f"tunerd could not start it; see {paths.daemon_log()}")
             await wait_event(self._kick, 5.0)
 
     def start(self, job: Job, devices: list[str]) -> None:
@@ -54,6 +60,16 @@ class Supervisor:
         self.store.transition(job, p.RUNNING, f"engine pid {proc.pid}", pid=proc.pid,
                               create_time=runner.create_time(proc.pid))
         self.follow(job, proc)
+
+    def _fail(self, job: Job, reason: str) -> None:
+        try:
+            if job.state == p.QUEUED:
+                self.store.transition(job, p.STARTING, "starting")
+            self.store.transition(job, p.FAILED, reason, devices=[])
+        except (OSError, TransitionError):
+            # Its directory is gone or unwritable: keep the record in memory only, and say so.
+            log.exception("job %s: cannot record the failure; dropping it from the queue", job.id)
+            job.state, job.reason = p.FAILED, reason
 
     def follow(self, job: Job, proc: subprocess.Popen | None = None) -> None:
         """Watch the engine until it exits; `proc` is None for an engine re-adopted after a restart."""

@@ -62,6 +62,20 @@ def test_submit_then_list_show_logs_and_the_stream(daemon, demo_template, tunerd
     assert attached.returncode == 0 and f"{job_id}: done" in attached.stdout
 
 
+def test_stop_with_jobs_checkpoints_them_and_the_next_start_records_how_they_ended(daemon, demo_template, tunerd_env):
+    job_id = submit(demo_config(demo_template, tunerd_env["tmp"], max_train_steps=1000))
+    wait_for(lambda: progress_steps(job_id), what="training to start")
+    result = tunerd("stop", "--jobs")
+    assert result.returncode == 0 and "asked 1 job(s) to checkpoint and stop" in result.stdout
+    # The engine finishes stopping on its own, with no daemon watching.
+    wait_for(lambda: any(e.get("phase") == "stopped" for e in engine_events(job_id)), what="the engine to stop")
+    assert tunerd("start").returncode == 0
+    job = request("show", job=job_id)["job"]
+    assert job["state"] == "stopped" and (Path(job["output_dir"]) / f"checkpoint-{progress_steps(job_id)[-1]}").is_dir()
+    streamed = tunerd("attach", job_id, "--json").stdout.splitlines()
+    assert json.loads(streamed[0])["ok"] and json.loads(streamed[-1])["end"]
+
+
 def test_quick_start_from_a_preset_and_a_dataset_folder(daemon, demo_template, tunerd_env):
     result = tunerd("submit", "--preset", "sana-tiny-demo", "--dataset", "dataset", "--output", "out",
                     cwd=demo_config(demo_template, tunerd_env["tmp"]).parent)
