@@ -7,16 +7,40 @@ from typing import Any
 
 import torch
 
+from tuner.engine import adapters
+from tuner.engine.quantize import is_quantised, quantize_model
+
 
 def prepare(model: torch.nn.Module, cfg: Any, family: Any) -> torch.nn.Module:
     """Make `model` ready to train as cfg.model_type says; returns the module the loop trains."""
     if cfg.model_type == "full":
+        if is_quantised(cfg.base_model_precision):
+            raise ValueError(f"config.json: base_model_precision: {cfg.base_model_precision} cannot be trained "
+                             "full-rank; set base_model_precision: no_change, or model_type: lora")
         model.requires_grad_(True)
         return model
-    raise NotImplementedError(f"config.json: model_type: {cfg.model_type!r} training is not implemented yet")
+    if cfg.model_type != "lora":
+        raise ValueError(f"config.json: model_type: {cfg.model_type!r}; use full or lora")
+    device = getattr(family, "device", None) or next(model.parameters()).device
+    model = quantize_model(model, cfg.base_model_precision, device=device, via=cfg.quantize_via)
+    dtype = getattr(family, "weight_dtype", torch.float32)
+    if cfg.lora_type == "lycoris":
+        # load_bundle has already made lycoris_config an absolute path.
+        adapters.add_lokr(model, adapters.read_lycoris_config(cfg.lycoris_config), dtype=dtype)
+    else:
+        adapters.add_lora(model, cfg, family.name)
+        for name, param in model.named_parameters():
+            if param.requires_grad and param.dtype != dtype:
+                param.data = param.data.to(dtype)
+    return model
 
 
 def export(model: torch.nn.Module, cfg: Any, family: Any, folder: Path) -> Path:
-    """Write the result users load: a diffusers pipeline folder (full-rank)."""
-    family.save_pipeline(model, folder)
+    """Write the result users load: a diffusers pipeline folder (full-rank) or the adapter files."""
+    if cfg.model_type == "full":
+        family.save_pipeline(model, folder)
+    elif cfg.lora_type == "lycoris":
+        adapters.save_lokr(model, folder)
+    else:
+        adapters.export_lora(model, family.pipeline_class, folder)
     return folder
