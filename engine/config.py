@@ -140,6 +140,8 @@ class TrainConfig(BaseModel):
     lora_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA layers during training.")
     lycoris_config: Optional[str] = Field(
         None, description="JSON file with the LyCORIS settings (unset: LoKr with tuner's defaults).")
+    peft_lora_target_modules: Optional[list[str]] = Field(
+        None, description="Module names standard LoRA wraps (unset: the attention projections of the family).")
 
     # --- batches, length ---------------------------------------------------------------------
     train_batch_size: int = Field(1, ge=1, description="Images (or videos) per GPU per step.")
@@ -299,7 +301,7 @@ class TrainConfig(BaseModel):
             return pairs
         return value
 
-    @field_validator("validation_guidance_skip_layers", mode="before")
+    @field_validator("validation_guidance_skip_layers", "peft_lora_target_modules", mode="before")
     @classmethod
     def _skip_layers(cls, value: Any) -> Any:
         return _split_list(value)
