@@ -20,6 +20,7 @@ from tuner.engine.events import EventWriter
 from tuner.engine.models.base import family_class
 from tuner.engine.train import checkpoint, trainable
 from tuner.engine.train.control import Control
+from tuner.engine.train.crepa import CREPA
 from tuner.engine.train.ema import EMA
 from tuner.engine.train.meters import Meters
 from tuner.engine.train.optim import make_optimizer, make_scheduler
@@ -83,7 +84,9 @@ def train(bundle: Any, *, events: EventWriter, control: Control, preview_dir: Pa
 
     model = trainable.prepare(family.load_transformer(), cfg, family)
     model.train()
-    optimizer = make_optimizer(cfg, model.parameters())
+    # CREPA (video, optional): a hooked block and a projection head trained with the model.
+    crepa = CREPA(cfg, family, model, accelerator.device) if getattr(cfg, "crepa_enabled", False) else None
+    optimizer = make_optimizer(cfg, [*model.parameters(), *(crepa.parameters() if crepa else [])])
     accum = max(1, int(cfg.gradient_accumulation_steps or 1))
     total_steps = _total_steps(cfg, data.batches_per_epoch, accum)
     scheduler = make_scheduler(cfg, optimizer, total_steps)
@@ -99,6 +102,8 @@ def train(bundle: Any, *, events: EventWriter, control: Control, preview_dir: Pa
                                 ema=ema, generator=generator, rank=accelerator.process_index)
         step, nan_streak = state["step"], state.get("nan_streak", 0)
         data.load_state_dict(state["data"])
+        if crepa is not None:
+            crepa.load(resume_from)
         events.emit("log", level="info", message=f"resumed from {resume_from.name} at step {step}")
 
     result = TrainResult(step=step, total_steps=total_steps)
@@ -114,6 +119,8 @@ def train(bundle: Any, *, events: EventWriter, control: Control, preview_dir: Pa
             checkpoint.write_main(tmp, model=raw_model, optimizer=optimizer, scheduler=scheduler, ema=ema,
                                   state={"step": step, "epoch": data.epoch, "nan_streak": nan_streak,
                                          "data": data.state_dict()})
+            if crepa is not None:
+                crepa.save(tmp)
         checkpoint.write_rank(tmp, accelerator.process_index, generator)
         accelerator.wait_for_everyone()
         if main:
@@ -152,6 +159,8 @@ def train(bundle: Any, *, events: EventWriter, control: Control, preview_dir: Pa
             with accelerator.autocast(), (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
                 prediction = family.predict(model, noisy, sigmas, text)
                 loss = flow.loss(prediction, latents, noise)
+                if crepa is not None:
+                    loss = loss + crepa.loss(latents)
                 accelerator.backward(loss / accum)
             step_loss += loss.detach() / accum
 
