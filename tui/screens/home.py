@@ -85,8 +85,9 @@ class HomeScreen(Screen):
         banner.set_class(not self.daemon_up, "down")
         if message.jobs is None:
             banner.update(Text.assemble(("tunerd is not running. ", "bold"),
-                                        "Press D (shift+d) to start it; jobs run under it and outlive this window. ",
-                                        (f"({message.down})", "dim")))
+                                        "Press D (shift+d) to start it; jobs run under it and outlive this window.",
+                                        ("" if message.down == daemon_link.NOT_RUNNING else f" ({message.down})",
+                                         "dim")))
             self.jobs = []
             self.query_one(DataTable).clear()
             return

@@ -40,7 +40,15 @@ class StepScreen(Screen):
         return "".join(parts)
 
     def on_mount(self) -> None:
+        self.call_after_refresh(self.focus_first)
         self.title = f"New training — step {self.INDEX + 1} of {len(STEP_TITLES)}: {STEP_TITLES[self.INDEX]}"
+
+    def focus_first(self) -> None:
+        """Put the cursor in the step's first input, so typing starts there."""
+        for widget in self.query_one("#step-body").query("*"):
+            if widget.focusable:
+                widget.focus()
+                return
 
     def body(self) -> ComposeResult:
         yield from ()

@@ -27,10 +27,10 @@ class DatasetStep(StepScreen):
 
     INDEX = 3
     BINDINGS = [
-        Binding("ctrl+f", "pick_folder", "Browse"),
-        Binding("ctrl+r", "fix_repeats", "Fix repeats"),
-        Binding("ctrl+a", "add", "Add dataset"),
-        Binding("ctrl+o", "other", "Next dataset"),
+        Binding("ctrl+f", "pick_folder", "Browse", priority=True),
+        Binding("ctrl+r", "fix_repeats", "Fix repeats", priority=True),
+        Binding("ctrl+a", "add", "Add dataset", priority=True),
+        Binding("ctrl+o", "other", "Next dataset", priority=True),
     ]
 
     def __init__(self, state):
@@ -61,7 +61,6 @@ class DatasetStep(StepScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.query_one("#folder", PathInput).focus()
         self.rescan()
 
     def entry(self) -> dict[str, Any]:

@@ -44,7 +44,8 @@ class HardwareStep(StepScreen):
             self.hardware = hardware
 
     def body(self) -> ComposeResult:
-        yield Static("probing GPUs…", id="hw-table")
+        hw = self.state.hardware
+        yield Static(hardware_table(hw) if hw is not None else "probing GPUs…", id="hw-table")
         for note in (self.state.hardware or {}).get("notes", []):
             yield Label(f"note: {note}", classes="note")
         with Horizontal(classes="row"):
@@ -53,10 +54,10 @@ class HardwareStep(StepScreen):
         gpus = (self.state.hardware or {}).get("gpus") or []
         with Horizontal(classes="row"):
             yield Label("VRAM per GPU (GB)", classes="label")
-            yield Input(f"{gpus[0]['vram_total_gb']:g}" if gpus else "24", id="vram", disabled=not self.state.planned)
+            yield Input(f"{gpus[0]['vram_total_gb']:g}" if gpus else "24", compact=True, id="vram", disabled=not self.state.planned)
         with Horizontal(classes="row"):
             yield Label("GPU count", classes="label")
-            yield Input(str(len(gpus) or 1), id="gpus", disabled=not self.state.planned)
+            yield Input(str(len(gpus) or 1), compact=True, id="gpus", disabled=not self.state.planned)
         with Horizontal(classes="row"):
             yield Label("bf16 (Ampere or newer)", classes="label")
             yield Switch(value=all(g["bf16"] for g in gpus) if gpus else True, id="bf16",
@@ -66,8 +67,6 @@ class HardwareStep(StepScreen):
         super().on_mount()
         if self.state.hardware is None:
             self.run_probe()
-        else:
-            self.query_one("#hw-table", Static).update(hardware_table(self.state.hardware))
 
     @work(thread=True, exclusive=True)
     def run_probe(self) -> None:

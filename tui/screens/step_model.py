@@ -24,7 +24,7 @@ class ModelStep(StepScreen):
         with Horizontal(classes="row"):
             yield Label("Model family", classes="label")
             yield Select([(label, key) for key, label in FAMILIES.items()], value=family, allow_blank=False,
-                         id="family")
+                         compact=True, id="family")
         with Horizontal(classes="row"):
             yield Label("Model id or local folder", classes="label")
             yield PathInput(self.state.config.get("pretrained_model_name_or_path") or DEFAULT_MODELS[family],
@@ -37,7 +37,7 @@ class ModelStep(StepScreen):
     def _types(self, family: str, current: str) -> Select:
         options = TRAINING_TYPES[family]
         value = current if current in dict(options) else options[0][0]
-        return Select([(label, key) for key, label in options], value=value, allow_blank=False, id="training")
+        return Select([(label, key) for key, label in options], value=value, allow_blank=False, compact=True, id="training")
 
     @on(Select.Changed, "#family")
     async def family_changed(self, event: Select.Changed) -> None:

@@ -24,7 +24,7 @@ class ReviewStep(StepScreen):
 
     INDEX = 6
     BINDINGS = [
-        Binding("ctrl+w", "write", "Write files"),
+        Binding("ctrl+w", "write", "Write files", priority=True),
         Binding("ctrl+n", "next", "Write + submit", priority=True),
     ]
 

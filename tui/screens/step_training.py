@@ -32,7 +32,7 @@ class ValidationStep(StepScreen):
     """What is sampled during training, and the prompt library (Ctrl+L adds the portrait template)."""
 
     INDEX = 4
-    BINDINGS = [Binding("ctrl+l", "portraits", "Portrait prompts")]
+    BINDINGS = [Binding("ctrl+l", "portraits", "Portrait prompts", priority=True)]
 
     def body(self) -> ComposeResult:
         for key in VALIDATION_KEYS:
@@ -40,7 +40,7 @@ class ValidationStep(StepScreen):
         yield Label("Prompt library: one `nickname = prompt` per line", classes="help")
         with Horizontal(classes="row"):
             yield Label("subject for the template", classes="label")
-            yield Input(placeholder="e.g. photo of sks woman — then Ctrl+L adds 15 portrait prompts", id="subject")
+            yield Input(placeholder="e.g. photo of sks woman — then Ctrl+L adds 15 portrait prompts", compact=True, id="subject")
         yield TextArea(to_text(self.state.prompts), id="library")
 
     def action_portraits(self) -> None:

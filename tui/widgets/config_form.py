@@ -21,7 +21,8 @@ class ConfigField(Horizontal):
 
     DEFAULT_CSS = """
     ConfigField { height: auto; }
-    ConfigField > Label { width: 30; padding: 1 1 0 0; }
+    ConfigField > Label { width: 30; padding: 0 1 0 0; }
+    ConfigField > Switch { border: none; height: 1; padding: 0; }
     ConfigField > Input, ConfigField > Select { width: 1fr; }
     """
 
@@ -42,10 +43,10 @@ class ConfigField(Horizontal):
         elif self.choices:
             options = [(str(c), c) for c in self.choices]
             value = self.initial if self.initial in self.choices else Select.NULL
-            widget = Select(options, value=value, allow_blank=self.initial not in self.choices, id=f"in-{self.key}")
+            widget = Select(options, value=value, allow_blank=self.initial not in self.choices, compact=True, id=f"in-{self.key}")
         else:
             widget = Input(_text(self.initial), placeholder=f"default: {_text(self.info['default']) or 'unset'}",
-                           id=f"in-{self.key}")
+                           compact=True, id=f"in-{self.key}")
         widget.tooltip = help_text
         yield widget
 

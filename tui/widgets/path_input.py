@@ -34,5 +34,6 @@ class PathInput(Input):
     """An Input for folders, with completion."""
 
     def __init__(self, value: str = "", **kwargs):
+        kwargs.setdefault("compact", True)
         kwargs.setdefault("placeholder", "a folder (type a path; → accepts the completion)")
         super().__init__(value, suggester=FolderSuggester(), **kwargs)
