@@ -94,7 +94,11 @@ class SanaFamily:
         self.tokenizer = load_component(AutoTokenizer, self.source, "tokenizer")
         encoder = load_component(AutoModel, self.source, "text_encoder", dtype=self.weight_dtype)
         encoder.requires_grad_(False).eval()
-        self.text_encoder = encoder.to(self.device)
+        from tuner.engine.quantize import quantize_model
+
+        self.text_encoder = quantize_model(encoder, getattr(self.cfg, "text_encoder_1_precision", None),
+                                           device=self.device, via=getattr(self.cfg, "quantize_via", "accelerator"),
+                                           key="text_encoder_1_precision")
         # Caption dropout needs it after the encoder is unloaded, so it is made while loaded.
         self.empty_prompt()
 
