@@ -19,7 +19,7 @@ TRAINING_KEYS = ("max_train_steps", "num_train_epochs", "learning_rate", "optimi
                  "checkpoints_total_limit", "use_ema", "mixed_precision", "gradient_checkpointing",
                  "gradient_checkpointing_interval", "output_dir")
 LABELS = {"validation_prompt": "prompt", "validation_negative_prompt": "negative prompt",
-          "validation_resolution": "resolutions (e.g. 1024,768x1280)", "validation_guidance": "guidance",
+          "validation_resolution": "resolutions (1024,768x1280)", "validation_guidance": "guidance",
           "validation_num_inference_steps": "steps", "validation_step_interval": "every N steps",
           "validation_preview": "live previews", "max_train_steps": "steps (0: use epochs)",
           "num_train_epochs": "epochs", "train_batch_size": "batch size",
