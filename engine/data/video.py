@@ -142,14 +142,15 @@ def bucket_name(bucket: tuple[int, ...], strategy: str = "resolution_frames") ->
 
 
 def write_video(path: Path, frames: list, fps: int) -> Path:
-    """Write PIL frames as an H.264 mp4 (yuv420p, so sides are trimmed to even numbers)."""
+    """Write PIL frames as H.264 in mp4/mov/mkv, or VP9 in webm (yuv420p: sides trimmed to even numbers)."""
     av = _av()
     width, height = frames[0].size
     width, height = width - width % 2, height - height % 2
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with av.open(str(tmp), "w", format="mp4") as container:
+    fmt = {".webm": "webm", ".mov": "mov", ".mkv": "matroska"}.get(path.suffix.lower(), "mp4")
+    codec = "libvpx-vp9" if fmt == "webm" else "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    with av.open(str(tmp), "w", format=fmt) as container:
         stream = container.add_stream(codec, rate=int(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         for image in frames:
