@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,9 +35,18 @@ def engine_prefix() -> list[str]:
 def engine_argv(job: Job) -> list[str]:
     """The engine command for `job`: one process, or `accelerate launch` across its GPUs."""
     if len(job.devices) > 1 and not os.environ.get("TUNER_ENGINE_CMD"):
-        return [sys.executable, "-m", "accelerate.commands.launch",
-                "--num_processes", str(len(job.devices)), "-m", "tuner.engine", job.dir]
+        # Two multi-GPU jobs side by side would both take accelerate's default port 29500.
+        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
+                "--num_processes", str(len(job.devices)), "--main_process_port", str(free_port()),
+                "-m", "tuner.engine", job.dir]
     return [*engine_prefix(), job.dir]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for torch.distributed's rendezvous."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def spawn(job: Job) -> subprocess.Popen:

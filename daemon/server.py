@@ -43,7 +43,7 @@ class Connection:
         async with self._lock:
             for message in messages:
                 line = p.encode(message)
-                if len(line) > p.MAX_LINE:
+                if len(line) > p.MAX_LINE and "event" in message:
                     line = p.encode(_shrunk(message))
                 self.writer.write(line)
             await self.writer.drain()

@@ -166,3 +166,15 @@ def test_attach_view_shows_progress_memory_files_and_log_lines():
                      "allocated 2.0 GiB", "GPU 0 H100", "used 16.0 GiB", "/p/frame.png", "/v/cat.png",
                      "loss is high"):
         assert expected in text, expected
+
+
+def test_a_multi_gpu_job_runs_under_accelerate_launch_on_its_own_port(tmp_path, monkeypatch):
+    monkeypatch.delenv("TUNER_ENGINE_CMD", raising=False)
+    job = make_job(tmp_path, devices=["2", "3"], gpus=2)
+    argv = runner.engine_argv(job)
+    assert argv[1:3] == ["-m", "accelerate.commands.launch"]
+    assert argv[argv.index("--num_processes") + 1] == "2"
+    assert argv[-3:] == ["-m", "tuner.engine", job.dir]
+    assert int(argv[argv.index("--main_process_port") + 1]) > 0
+    single = runner.engine_argv(make_job(tmp_path, "j2", devices=["0"]))
+    assert single[1:] == ["-m", "tuner.engine", str(tmp_path / "j2")]
