@@ -80,7 +80,7 @@ def _split_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for pid, state in sd["state"].items():
-        for key, value in state.items():
+        for key, value in _flatten(state):
             if torch.is_tensor(value):
                 tensors[f"{pid}.{key}"] = value.detach().contiguous()
             else:
@@ -99,16 +99,38 @@ def _split_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[
 
 def _join_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
-    groups = [dict(g) for g in meta["param_groups"]]
+    # JSON turns tuples (betas) into lists; optimizers compare and index them as tuples.
+    groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+              for g in meta["param_groups"]]
     for name, tensor in tensors.items():
         owner, key = name.split(".", 1)
         if owner.startswith("group"):
             groups[int(owner[5:])][key] = tensor
         else:
-            state.setdefault(int(owner), {})[key] = tensor
+            _unflatten(state.setdefault(int(owner), {}), key, tensor)
     for pid, values in meta["scalars"].items():
-        state.setdefault(int(pid), {}).update(values)
+        for key, value in values.items():
+            _unflatten(state.setdefault(int(pid), {}), key, value)
     return {"state": state, "param_groups": groups}
+
+
+# bitsandbytes keeps its 8-bit state as a nested dict of tensors under one key; nested keys are
+# joined with "/" (never part of an optimizer's own key names) so they survive the flat files.
+def _flatten(state: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, value in state.items():
+        if isinstance(value, dict):
+            out += _flatten(value, f"{prefix}{key}/")
+        else:
+            out.append((f"{prefix}{key}", value))
+    return out
+
+
+def _unflatten(state: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split("/")
+    for parent in parents:
+        state = state.setdefault(parent, {})
+    state[leaf] = value
 
 
 def rng_state(generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -51,8 +51,20 @@ def make_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter]) -> torch.opti
     """The optimizer named by cfg.optimizer, with cfg's betas/decay/eps and optimizer_config on top."""
     params = [p for p in params if p.requires_grad]
     name = cfg.optimizer
+    try:
+        return _make(cfg, name, params)
+    except TypeError as exc:
+        # An unknown optimizer_config key reaches the constructor as an unexpected keyword.
+        raise ValueError(f"config.json: optimizer_config: {exc} — not a setting of {name!r}; remove it or check "
+                         "the optimizer's documentation for its names") from exc
+
+
+def _make(cfg: Any, name: str, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     extra = parse_optimizer_config(getattr(cfg, "optimizer_config", None))
-    betas = (extra.pop("beta1", getattr(cfg, "adam_beta1", 0.9)), extra.pop("beta2", getattr(cfg, "adam_beta2", 0.999)))
+    beta2 = getattr(cfg, "adam_beta2", 0.999)
+    if "lion" in name and "adam_beta2" not in getattr(cfg, "model_fields_set", ()):
+        beta2 = 0.99  # Lion's own default; AdamW's 0.999 makes its sign updates too sluggish
+    betas = (extra.pop("beta1", getattr(cfg, "adam_beta1", 0.9)), extra.pop("beta2", beta2))
     weight_decay = extra.pop("weight_decay", getattr(cfg, "adam_weight_decay", 1e-2))
     eps = extra.pop("eps", getattr(cfg, "adam_epsilon", 1e-8))
     lr = cfg.learning_rate
@@ -76,14 +88,18 @@ def make_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter]) -> torch.opti
 
         if name == "bnb-adamw8bit":
             return bnb.optim.AdamW8bit(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, **extra)
+        if not torch.cuda.is_available():
+            log.warning("optimizer: bnb-lion8bit-paged pages its state through CUDA unified memory; without CUDA "
+                        "bitsandbytes runs it as plain (unpaged) Lion8bit")
         return bnb.optim.PagedLion8bit(params, lr=lr, betas=betas, weight_decay=weight_decay, **extra)
     if name == "prodigy":
         try:
             from prodigyopt import Prodigy
         except ImportError as exc:
             raise RuntimeError("config.json: optimizer: 'prodigy' needs the prodigyopt package: pip install prodigyopt") from exc
+        # Prodigy finds the step size itself: learning_rate is a multiplier (1.0 is usual), d_coef scales it.
         extra.setdefault("d_coef", 1.0)
-        return Prodigy(params, lr=lr, betas=betas, weight_decay=weight_decay, **extra)
+        return Prodigy(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, **extra)
     raise ValueError(f"config.json: optimizer: {name!r} is not supported by this engine")
 
 
