@@ -12,12 +12,16 @@ then a stream of messages carrying the same id:
 
     {"id": ..., "stream": "engine", "event": {...}}   a line of the job's events.jsonl
     {"id": ..., "stream": "daemon", "event": {...}}   a line of the job's daemon-events.jsonl
-                                                       (job_state changes, NVML memory readings)
     {"id": ..., "end": true, "job": {...}}             the job reached a final state and every
                                                        event written before that has been sent
-    {"id": ..., "ok": false, "error": ..., "code": "lagging"}
-                                                       this subscriber fell too far behind; it
-                                                       resubscribes from the last seq it saw
+
+How job state reaches clients: the engine alone writes events.jsonl (phases, progress, ...);
+the daemon alone writes daemon-events.jsonl, with its own `seq`:
+    status   job_state, previous, reason       every state change (queued, starting, ...)
+    memory   source="nvml", devices: [{device, name, used, total}]   GPU-wide, every few seconds
+Each stream is sent in seq order, every event once; `subscribe(job, since_seq, since_daemon_seq)`
+after a reconnect continues exactly after the last seq of each stream the client saw. The
+`job` in the subscribe reply and in `end` is the current record (job.json).
 """
 from __future__ import annotations
 
@@ -46,7 +50,6 @@ ERROR_CODES = (
     "not_found",        # no such job
     "conflict",         # the job's state does not allow this (rm while running, ...)
     "invalid",          # the submitted config has errors
-    "lagging",          # subscriber fell behind
     "internal",         # a bug in tunerd; the message says where to look
 )
 

@@ -7,11 +7,10 @@ import logging
 import signal
 import subprocess
 
+from tuner.daemon import paths, runner
 from tuner.daemon import protocol as p
-from tuner.daemon import runner
 from tuner.daemon.feed import wait_event
 from tuner.daemon.gpu import MemoryReader
-from tuner.daemon import paths
 from tuner.daemon.jobs import Job, JobStore, TransitionError
 from tuner.daemon.queue import Scheduler
 from tuner.engine import jobdir
@@ -73,7 +72,13 @@ class Supervisor:
 
     def follow(self, job: Job, proc: subprocess.Popen | None = None) -> None:
         """Watch the engine until it exits; `proc` is None for an engine re-adopted after a restart."""
-        self.tasks[job.id] = asyncio.get_running_loop().create_task(self._follow(job, proc))
+        task = asyncio.get_running_loop().create_task(self._follow(job, proc))
+        self.tasks[job.id] = task
+        task.add_done_callback(self._followed)
+
+    def _followed(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("following an engine failed", exc_info=task.exception())
 
     async def _follow(self, job: Job, proc: subprocess.Popen | None) -> None:
         while True:
@@ -85,10 +90,12 @@ class Supervisor:
                 code = None  # not our child: its exit status is gone
                 break
             await asyncio.sleep(EXIT_POLL)
-        state, reason = runner.final_state(job, code)
-        self.store.transition(job, state, reason, exit_code=code, devices=[])
-        self.tasks.pop(job.id, None)
-        self.kick()
+        try:
+            state, reason = runner.final_state(job, code)
+            self.store.transition(job, state, reason, exit_code=code, devices=[])
+        finally:
+            self.tasks.pop(job.id, None)
+            self.kick()  # its GPUs are free whatever happened to the record
 
     async def cancel(self, job: Job) -> str:
         """End a job now: SIGTERM to its process group, SIGKILL after a grace period."""

@@ -8,9 +8,8 @@ import signal
 from pathlib import Path
 
 import psutil
-import pytest
 
-from tuner.daemon import lifecycle, paths
+from tuner.daemon import paths
 from tuner.daemon.client import Client
 
 from test_daemon_support import (  # noqa: F401

@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import stat
-import time
 
 import psutil
 import pytest

@@ -20,7 +20,7 @@ from tuner.daemon.client import AsyncClient, Client
 from tuner.daemon.jobs import Job
 from tuner.engine.events import EventWriter
 
-from test_daemon_support import request, tunerd_env, wait_for, wait_state  # noqa: F401
+from test_daemon_support import request, tunerd_env, wait_state  # noqa: F401
 
 JOB = "20261121-000000-played"
 
