@@ -108,6 +108,8 @@ def decode_request(line: bytes) -> dict[str, Any]:
         message = json.loads(line)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ProtocolError("bad_request", f"request is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ProtocolError("bad_request", "request is nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError("bad_request", "request must be a JSON object")
     if not isinstance(message.get("verb"), str):

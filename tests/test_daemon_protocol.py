@@ -52,12 +52,13 @@ def test_version_mismatch_is_refused_with_a_clear_message(daemon):
 def test_bad_requests_get_error_replies_and_the_connection_goes_on(daemon):
     replies = raw([HELLO, b"{not json\n", b"[1, 2]\n", b'{"id": 5, "verb": "fly"}\n',
                    b'{"id": 6, "verb": "show"}\n', b'{"id": 7, "verb": "show", "job": 12}\n',
-                   b'{"id": 8, "verb": "show", "job": "nope"}\n', b'{"id": 9, "verb": "ping"}\n'], read=8)
+                   b'{"id": 8, "verb": "show", "job": "nope"}\n', b"[" * 200_000 + b"\n",
+                   b'{"id": 9, "verb": "ping"}\n'], read=9)
     assert replies[0]["ok"]
-    assert [r.get("code") for r in replies[1:7]] == ["bad_request", "bad_request", "unknown_verb",
-                                                     "bad_request", "bad_request", "not_found"]
+    assert [r.get("code") for r in replies[1:8]] == ["bad_request", "bad_request", "unknown_verb",
+                                                     "bad_request", "bad_request", "not_found", "bad_request"]
     assert "`job`" in replies[4]["error"]
-    assert replies[7] == {**replies[7], "id": 9, "ok": True, "pong": True}
+    assert replies[8] == {**replies[8], "id": 9, "ok": True, "pong": True}
 
 
 def test_oversized_line_is_refused_and_the_daemon_still_serves(daemon):
