@@ -6,11 +6,14 @@ import json
 from typing import Any
 
 from tuner.engine.config import check_bundle
+from tuner.engine.hardware import probe
 
 
 def command(args: Any) -> int:
     """Print the findings as `file: key: message` lines (errors first) or JSON; exit 1 on any error."""
-    issues = check_bundle(args.path)
+    # The GPU-dependent rules (fp8 needs compute capability 8.9, bf16 needs 8.0) judge the
+    # machine the check runs on: the one that will train, in the usual case.
+    issues = check_bundle(args.path, hardware=probe())
     errors = [i for i in issues if i.level == "error"]
     warnings = [i for i in issues if i.level == "warning"]
     if getattr(args, "json", False):
