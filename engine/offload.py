@@ -10,11 +10,15 @@ What it offloads, and when:
   every weight where it needs it on a CUDA device is up to diffusers' hooks and is not checked by
   tuner's tests, which run on the CPU (cpu → cpu: the hooks run, nothing moves).
 - `group_offload_use_stream` overlaps the copies with compute and needs CUDA streams; elsewhere
-  it is ignored with a log line. `group_offload_to_disk_path` keeps the offloaded weights in
-  safetensors files in that folder instead of RAM.
+  it is ignored with a warning.
+- `group_offload_to_disk_path` keeps offloaded weights in safetensors files instead of RAM, for
+  frozen modules only: diffusers writes a group's file once and reloads that file on every
+  onload, which would silently undo every optimizer update of a trained module. The trained
+  transformer is therefore offloaded to RAM, with a warning, when a disk path is set.
 """
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ import torch
 _HOOKS = ("group_offloading", "lazy_prefetch_group_offloading")
 
 
-def settings(cfg: Any, device: torch.device) -> dict[str, Any]:
+def settings(cfg: Any, device: torch.device, name: str = "module", trained: bool = False) -> dict[str, Any]:
     """Keyword arguments for diffusers' apply_group_offloading from the config's group_offload_* keys."""
     device = torch.device(device)
     kind = getattr(cfg, "group_offload_type", "block_level") or "block_level"
@@ -40,13 +44,20 @@ def settings(cfg: Any, device: torch.device) -> dict[str, Any]:
             warnings.warn(f"group_offload_use_stream ignored: CUDA streams are not available on {device}",
                           stacklevel=2)
     disk = getattr(cfg, "group_offload_to_disk_path", None)
-    if disk:
-        Path(disk).expanduser().mkdir(parents=True, exist_ok=True)
-        kwargs["offload_to_disk_path"] = str(Path(disk).expanduser())
+    if disk and trained:
+        warnings.warn(f"group_offload_to_disk_path: the trained {name} is offloaded to RAM instead (diffusers "
+                      "reloads a group's file written once, which would undo training updates)", stacklevel=2)
+    elif disk:
+        # Files from an earlier run would be reloaded as they are: start each module's folder empty.
+        folder = Path(disk).expanduser() / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        kwargs["offload_to_disk_path"] = str(folder)
     return kwargs
 
 
-def apply(module: torch.nn.Module, cfg: Any, device: torch.device) -> torch.nn.Module:
+def apply(module: torch.nn.Module, cfg: Any, device: torch.device, name: str = "module",
+          trained: bool = False) -> torch.nn.Module:
     """Put `module` under group offload as the config says; returns it (hooks are added in place)."""
     from diffusers.hooks import apply_group_offloading
 
@@ -55,7 +66,7 @@ def apply(module: torch.nn.Module, cfg: Any, device: torch.device) -> torch.nn.M
     if getattr(cfg, "enable_model_cpu_offload", False):
         # config_rules refuses the pair before anything loads; this guards direct callers.
         raise ValueError("enable_group_offload cannot be combined with enable_model_cpu_offload; set one to false")
-    apply_group_offloading(module, **settings(cfg, device))
+    apply_group_offloading(module, **settings(cfg, device, name, trained))
     return module
 
 

@@ -2,6 +2,8 @@
 
 A clip is sized like an image (aspect bucket at the dataset resolution, resize to cover, crop),
 and its bucket also carries its frame count, because one batch must stack to (B, 3, F, H, W).
+So both bucket strategies keep clips of other lengths apart; `resolution_frames` differs in
+naming its buckets by size and length (832x480@81) in logs and cache metadata.
 A clip shorter than min_frames (default num_frames) or one that cannot be decoded stops the run
 with a DataError naming the file: silently training on fewer clips than the user chose is worse.
 """

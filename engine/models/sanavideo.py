@@ -105,7 +105,7 @@ class SanaVideoFamily(SanaFamily):
         fresh = self.text_encoder is None
         super().load_text_encoders()
         if fresh and getattr(self.cfg, "enable_group_offload", False):
-            offload.apply(self.text_encoder, self.cfg, self.device)
+            offload.apply(self.text_encoder, self.cfg, self.device, name="text_encoder")
 
     def load_vae(self) -> None:
         """AutoencoderKLWan in vae_dtype (fp32 by default), frozen."""
@@ -126,7 +126,7 @@ class SanaVideoFamily(SanaFamily):
                               getattr(self.cfg, "gradient_checkpointing_interval", None))
         model = model.to(self.device).train()
         if getattr(self.cfg, "enable_group_offload", False):
-            offload.apply(model, self.cfg, self.device)
+            offload.apply(model, self.cfg, self.device, name="transformer", trained=True)
         return model
 
     def fingerprint(self) -> str:
