@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from textual.widgets import Input, OptionList, Switch
 
-from tuner.engine.config import check_bundle
+from tuner.engine.config import check_bundle, load_bundle
 from tuner.engine.demo import make_dataset
 from tuner.engine.hardware import describe
 from tuner.tui.app import TunerApp
@@ -143,3 +144,36 @@ async def test_preset_ranking_follows_the_planned_hardware():
     big = await ranked_for(24, 4)
     assert big[0] == ("sana-1.6b-multigpu-full", "fits")
     assert [name for name, fit in big if fit == "does not fit"] == []
+
+
+async def test_a_simpletuner_config_opens_keeps_its_settings_and_writes_back_clean(tmp_path, monkeypatch):
+    fixture = Path(__file__).parent / "configs" / "simpletuner-sd3"
+    shutil.copytree(fixture, tmp_path / "st")
+    make_dataset(tmp_path / "st" / "datasets" / "dog", count=4, size=512)
+    monkeypatch.chdir(tmp_path / "st")   # SimpleTuner resolves its paths from where it runs
+    original = load_bundle(tmp_path / "st" / "config").train
+    app = TunerApp(hardware=describe(24, 1))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.open_wizard(str(tmp_path / "st" / "config"))
+        await settle(pilot)
+        await next_step(pilot, ModelStep)
+        assert app.screen.query_one("#family").value == "sd3"
+        await next_step(pilot, PresetStep)
+        assert app.screen.query_one(PresetPicker).keep   # an opened config is not overwritten by default
+        await next_step(pilot, DatasetStep)
+        assert app.screen.query_one("#folder", Input).value == str(tmp_path / "st" / "datasets" / "dog")
+        for step in (ValidationStep, TrainingStep, ReviewStep):
+            await next_step(pilot, step)
+        review = app.screen
+        assert review.issues is not None and not [i for i in review.issues if i.level == "error"], review.issues
+        review.query_one("#target", Input).value = str(tmp_path / "edited")
+        await pilot.press("ctrl+w")
+        await settle(pilot)
+    written = load_bundle(tmp_path / "edited").train
+    # Every setting the user had survives; only paths are now absolute (the folder runs from anywhere).
+    moved = {"output_dir", "data_backend_config", "user_prompt_library"}
+    for key in original.model_fields_set - moved:
+        assert getattr(written, key) == getattr(original, key), key
+    assert written.output_dir == str(tmp_path / "st" / "output" / "models")
+    assert not [i for i in check_bundle(tmp_path / "edited") if i.level == "error"]

@@ -1,7 +1,7 @@
 """The portrait prompt template the validation step offers, and the `nickname = prompt` text format."""
 from __future__ import annotations
 
-import re
+from tuner.engine.config import parse_prompts
 
 TOKEN = "<token>"
 
@@ -25,9 +25,6 @@ PORTRAIT_TEMPLATE: dict[str, str] = {
     "polaroid": "a faded polaroid photo of <token> at a summer party, flash photography",
 }
 
-_NICKNAME = re.compile(r"^[A-Za-z0-9_\-]+$")
-
-
 def portrait_prompts(subject: str) -> dict[str, str]:
     """The template with `<token>` replaced by the subject (e.g. 'sks woman')."""
     return {nick: text.replace(TOKEN, subject.strip()) for nick, text in PORTRAIT_TEMPLATE.items()}
@@ -50,10 +47,11 @@ def from_text(text: str) -> tuple[dict[str, str], list[str]]:
         nick, prompt = nick.strip(), prompt.strip()
         if not sep or not prompt:
             problems.append(f"line {number}: write it as `nickname = prompt`")
-        elif not _NICKNAME.match(nick):
-            problems.append(f"line {number}: nickname {nick!r} may hold only letters, digits, _ and -")
         elif nick in prompts:
             problems.append(f"line {number}: nickname {nick!r} is used twice")
         else:
             prompts[nick] = prompt
+    # The engine's own rule for nicknames (they name files), so the wizard never accepts less or more.
+    _, issues = parse_prompts(prompts)
+    problems += [f"{i.key!r}: {i.message}" for i in issues if i.level == "error"]
     return prompts, problems

@@ -120,10 +120,11 @@ def from_folder(folder: str | Path, hardware: dict[str, Any]) -> WizardState:
     config = bundle.train.model_dump(mode="json", exclude_unset=True)
     for key in ("data_backend_config", "user_prompt_library"):
         config.pop(key, None)
-    for key in ("output_dir", "pretrained_model_name_or_path"):
-        value = config.get(key)
-        if value and bundle.resolve(value).exists():
-            config[key] = str(bundle.resolve(value))
+    if config.get("output_dir"):
+        config["output_dir"] = str(bundle.resolve(config["output_dir"]))
+    model = config.get("pretrained_model_name_or_path")
+    if model and bundle.resolve(model).exists():   # a local folder; a hub id stays as written
+        config["pretrained_model_name_or_path"] = str(bundle.resolve(model))
     config.setdefault("model_family", bundle.train.model_family)
     config.setdefault("pretrained_model_name_or_path", bundle.train.base_model())
     config.setdefault("output_dir", str(bundle.resolve(bundle.train.output_dir)))

@@ -73,7 +73,4 @@ class StepScreen(Screen):
     def action_back(self) -> None:
         # Keep what was typed even if it is not valid yet: coming back shows it again.
         self.save()
-        if self.INDEX == 0:
-            self.app.pop_screen()
-            return
         self.app.pop_screen()

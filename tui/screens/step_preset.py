@@ -18,7 +18,8 @@ class PresetStep(StepScreen):
     def body(self) -> ComposeResult:
         yield Label(f"Presets for {FAMILIES[self.state.family]}, best fit first (↑↓ to look, Ctrl+N to take "
                     "the highlighted one)", classes="help")
-        yield PresetPicker(self.state.family, self.state.hardware or {}, self.state.preset, id="picker")
+        yield PresetPicker(self.state.family, self.state.hardware or {}, self.state.preset,
+                           allow_keep=bool(self.state.config_folder), id="picker")
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -29,6 +30,9 @@ class PresetStep(StepScreen):
 
     def save(self) -> list[str]:
         picker = self.query_one(PresetPicker)
+        if picker.keep:
+            self.state.preset = None
+            return []
         preset = picker.highlighted
         if preset is None:
             return ["no preset for this family; add one to the presets folder"]

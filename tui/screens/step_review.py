@@ -13,6 +13,7 @@ from textual.message import Message
 from textual.widgets import Input, Label, Static, TabbedContent, TabPane
 
 from tuner.daemon import protocol as p
+from tuner.presets import load_preset
 from tuner.tui import daemon_link
 from tuner.tui.screens.step import StepScreen
 from tuner.tui.widgets.path_input import PathInput
@@ -57,7 +58,7 @@ class ReviewStep(StepScreen):
         with TabbedContent(id="files"):
             for name in FILE_NAMES:
                 with TabPane(name, id=f"tab-{name.split('.')[0]}"):
-                    yield Static(Syntax(self.files[name], "json", theme="ansi_dark", word_wrap=True),
+                    yield Static(Syntax(self.files[name], "json", theme="ansi_dark" if self.app.current_theme.dark else "ansi_light", word_wrap=True),
                                  id=f"show-{name.split('.')[0]}", classes="file")
 
     def on_mount(self) -> None:
@@ -92,10 +93,10 @@ class ReviewStep(StepScreen):
             self.show_problems(["the config has errors (listed above); go back and fix them"])
             return None
         target = Path(self.query_one("#target", Input).value.strip() or ".").expanduser().absolute()
-        clash = [n for n in FILE_NAMES if (target / n).exists() and str(target) != self.state.config_folder]
+        clash = [n for n in FILE_NAMES if (target / n).exists()]
         write_files(self.files, target)
         self.state.config_folder = str(target)
-        self.notify(f"wrote {', '.join(FILE_NAMES)} to {target}" + (" (replaced the old ones)" if clash else ""))
+        self.notify(f"wrote {', '.join(FILE_NAMES)} to {target}" + (f" (replaced the previous {', '.join(clash)})" if clash else ""))
         self.show_problems([])
         return target
 
@@ -110,8 +111,7 @@ class ReviewStep(StepScreen):
     @work(exclusive=True, group="submit")
     async def submit(self, folder: Path) -> None:
         args = {"path": str(folder), "cwd": str(folder), "name": Path(self.state.config["output_dir"]).name}
-        preset = self.state.preset and next((pr for pr, _, _ in self._ranked() if pr.name == self.state.preset), None)
-        if preset is not None and preset.gpus == 0:
+        if self.state.preset and load_preset(self.state.preset).gpus == 0:
             args["gpus"] = 0  # a CPU preset must not wait for a GPU
         try:
             reply = await daemon_link.request("submit", **args)
@@ -122,10 +122,6 @@ class ReviewStep(StepScreen):
             self.post_message(self.Submitted(None, str(e)))
             return
         self.post_message(self.Submitted(reply["job"]["id"]))
-
-    def _ranked(self):
-        from tuner.presets import list_presets
-        return [(pr, None, None) for pr in list_presets(self.state.family)]
 
     @on(Submitted)
     def submitted(self, message: Submitted) -> None:

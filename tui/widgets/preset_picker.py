@@ -30,8 +30,13 @@ class PresetPicker(Vertical):
     PresetPicker #preset-detail { height: auto; padding: 0 1; }
     """
 
-    def __init__(self, family: str, hardware: dict[str, Any], selected: str | None = None, **kwargs):
+    KEEP = "__keep__"
+
+    def __init__(self, family: str, hardware: dict[str, Any], selected: str | None = None, *,
+                 allow_keep: bool = False, **kwargs):
         super().__init__(**kwargs)
+        # An opened config already has its settings: a preset would overwrite them, so offer not to.
+        self.allow_keep = allow_keep
         self.errors: list = []
         self.ranked: list[tuple[Preset, str, str]] = rank_presets(list_presets(family, errors=self.errors), hardware)
         self.hardware = hardware
@@ -39,7 +44,8 @@ class PresetPicker(Vertical):
 
     def compose(self) -> ComposeResult:
         have = vram_of(self.hardware)
-        options = []
+        options = [Option(Text("  keep the settings as they are (no preset)", style="italic"), id=self.KEEP)] \
+            if self.allow_keep else []
         for preset, fit, _reason in self.ranked:
             mark, colour = MARKS[fit]
             kind = "LoKr" if preset.config.get("lora_type") == "lycoris" else TYPE_LABELS.get(preset.model_type, "?")
@@ -54,19 +60,29 @@ class PresetPicker(Vertical):
             yield Static(Text(f"skipped a broken preset: {error}", style="red"))
 
     def on_mount(self) -> None:
-        names = [p.name for p, _, _ in self.ranked]
+        names = ([self.KEEP] if self.allow_keep else []) + [p.name for p, _, _ in self.ranked]
         option_list = self.query_one(OptionList)
         if names:
             option_list.highlighted = names.index(self.selected) if self.selected in names else 0
 
     @property
+    def keep(self) -> bool:
+        """Whether 'keep the settings' is highlighted."""
+        return self.allow_keep and self.query_one(OptionList).highlighted == 0
+
+    @property
     def highlighted(self) -> Preset | None:
         index = self.query_one(OptionList).highlighted
-        return self.ranked[index][0] if index is not None and self.ranked else None
+        if index is None or self.keep or not self.ranked:
+            return None
+        return self.ranked[index - self.allow_keep][0]
 
     @on(OptionList.OptionHighlighted)
     def show_detail(self, event: OptionList.OptionHighlighted) -> None:
-        preset, fit, reason = self.ranked[event.option_index]
+        if event.option_id == self.KEEP:
+            self.query_one("#preset-detail", Static).update("The opened config's settings stay as they are.")
+            return
+        preset, fit, reason = self.ranked[event.option_index - self.allow_keep]
         text = Text()
         text.append(preset.description + "\n", style="bold")
         text.append(f"{fit}: {reason}\n", style=MARKS[fit][1])
