@@ -84,6 +84,11 @@ def load_encoder(name: str, image_size: int, device: torch.device, dtype: torch.
     return FrameEncoder(model.to(device), image_size)
 
 
+def _average_across_processes(param: torch.nn.Parameter) -> None:
+    torch.distributed.all_reduce(param.grad)
+    param.grad /= torch.distributed.get_world_size()
+
+
 class CREPA:
     """The hook, the projection head and the loss; `parameters()` go to the optimizer, `save`/`load` to checkpoints."""
 
@@ -106,6 +111,10 @@ class CREPA:
                                         torch.nn.Linear(width, self.encoder.dim)).to(device)
         self._hidden: torch.Tensor | None = None
         self._handle = blocks[index].register_forward_hook(self._capture)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # The head lives outside the DDP-wrapped model, so its gradients are averaged here.
+            for param in self.head.parameters():
+                param.register_post_accumulate_grad_hook(_average_across_processes)
 
     def _capture(self, _module, _inputs, output) -> None:
         # Only training forwards: validation sampling runs under no_grad and needs nothing kept.
