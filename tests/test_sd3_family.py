@@ -83,6 +83,19 @@ def test_tiny_sd3_loads_in_diffusers_and_generates_64px(pipe):
     assert image.size == (64, 64)
 
 
+def test_tiny_vae_round_trip_keeps_the_image_at_half_resolution(pipe):
+    import torch.nn.functional as F
+
+    pixels = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        latents = pipe.vae.encode(pixels).latent_dist.mode()
+        decoded = pipe.vae.decode(latents).sample
+    assert latents.shape == (1, 4, 32, 32)
+    pooled = F.avg_pool2d(pixels, 2)
+    assert (latents[:, :3] - pooled).abs().max() < 1e-3            # latents are the colours themselves
+    assert (decoded - F.interpolate(pooled, scale_factor=2, mode="nearest")).abs().max() < 1e-3
+
+
 def test_cli_builds_tiny_sd3(tmp_path, capsys):
     assert cli.main(["tiny", "sd3", str(tmp_path / "cli")]) == 0
     assert "tiny sd3" in capsys.readouterr().out
@@ -321,3 +334,13 @@ def test_bf16_weights_train_and_sample(tiny_sd3, texts):
     assert fam.predict(model, latents, sigmas, text).dtype == torch.bfloat16
     # the pipeline's latents are bf16 while the VAE stays fp32: the decode must still work
     assert fam.generate(model, texts[0], texts[1], 64, 64, 2, 3.0, 0)[0].size == (64, 64)
+
+
+def test_auto_shift_counts_patches_not_latent_pixels(family):
+    from tuner.engine import flow
+    from tuner.engine.train.loop import _shift
+
+    cfg = SimpleNamespace(flow_schedule_auto_shift=True, flow_schedule_shift=3.0)
+    latents = torch.zeros(1, 4, 64, 64)                 # 128 px: 64×64 latents, 2×2 patches
+    assert _shift(cfg, family, latents) == pytest.approx(flow.auto_shift(32 * 32))
+    assert _shift(SimpleNamespace(flow_schedule_auto_shift=False, flow_schedule_shift=3.0), family, latents) == 3.0
