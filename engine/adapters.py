@@ -27,6 +27,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tuner.engine.vram import factorization  # torch-free, shared with the VRAM estimate
+
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 COMFY_WEIGHTS = "pytorch_lora_weights_comfyui.safetensors"
 LOKR_WEIGHTS = "lycoris_weights.safetensors"
@@ -118,26 +120,6 @@ def export_lora(model: nn.Module, pipeline_class: type, folder: Path) -> list[Pa
 
 
 # --- LoKr ----------------------------------------------------------------------------------------
-
-def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
-    """LyCORIS' split of `dimension` into m × n with m ≤ n and m ≤ factor (as close to factor as divides)."""
-    if factor > 0 and dimension % factor == 0:
-        m, n = factor, dimension // factor
-        return (n, m) if m > n else (m, n)
-    if factor < 0:
-        factor = dimension
-    m, n = 1, dimension
-    length = m + n
-    while m < n:
-        new_m = m + 1
-        while dimension % new_m:
-            new_m += 1
-        new_n = dimension // new_m
-        if new_m + new_n > length or new_m > factor:
-            break
-        m, n = new_m, new_n
-    return (n, m) if m > n else (m, n)
-
 
 class LoKrLinear(nn.Module):
     """A frozen linear layer plus kron(w1, w2) · scale, applied without building the full matrix."""

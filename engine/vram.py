@@ -1,0 +1,271 @@
+"""A rough per-GPU VRAM estimate for a training config, without torch (the TUI and presets use it).
+
+The run has two peaks and the estimate is the larger one:
+- caching: the text encoders (in their text_encoder_N_precision) and the VAE encoding
+  vae_batch_size images; the loop unloads the text encoders before the denoiser loads;
+- training: the denoiser's weights (bytes per weight from base_model_precision, weight dtype
+  from mixed_precision: bf16 → 2 B, fp16/no → fp32 masters, 4 B), trainable weights' gradients,
+  optimizer state, DDP's gradient buckets (one more gradient copy, only with several GPUs), an
+  EMA shadow in fp32 when ema_device is the accelerator, activations, and the VAE (kept loaded for
+  validation). Validation runs after zero_grad, so it never adds to the gradients' peak.
+Assumptions (each a rough model, meant to rank presets and warn, not to promise):
+- parameter counts are the published ones for known models (MODELS), or counted exactly from a
+  local folder's safetensors headers, else from its transformer/config.json;
+- quantised weights: int8/fp8 1 B, int4 0.5 B, int2 0.25 B plus a bf16 scale per 128 weights,
+  nf4 0.5 B plus absmax per 64 (≈ 0.53 B); 2 % of the weights (embedders, proj_out) stay in bf16;
+  one block's weights are dequantised at a time (a transient bf16 copy);
+- trainable: everything (full), r·(in+out) per targeted D×D projection (LoRA), the two Kronecker
+  factors of LyCORIS' factorisation (LoKr); the adapter trains in the weight dtype;
+- optimizer state per trainable weight: AdamW 2 states in the weight dtype, optimi-* add a bf16
+  Kahan buffer on bf16 weights, 8-bit bitsandbytes 1 B per state, Lion 1 state, Prodigy 4;
+- activations per token and block: ACT_ELEMENTS × hidden size elements in the compute dtype (a
+  Korthikanti-style count for a transformer block with SDPA, no s² attention matrix); gradient
+  checkpointing keeps only each checkpointed block's input plus one block being recomputed;
+  tokens = latent pixels / patch area (+ text tokens for SD3's joint attention); a video clip
+  has 1 + (frames - 1) / 4 latent frames at the checkpoint's 832×480 aspect;
+- group offload keeps the weights and the optimizer state (created where the parameters rest)
+  in RAM; only two block groups, the gradients and the activations are on the GPU;
+- VAE encoding takes VAE_BYTES_PER_PIXEL per image pixel (fp32 feature maps at full size);
+- the CUDA context adds CONTEXT_GB and the allocator's fragmentation FRAGMENTATION of the rest.
+"""
+from __future__ import annotations
+
+import json
+import math
+import struct
+from pathlib import Path
+from typing import Any
+
+GB = 1024 ** 3
+CONTEXT_GB = 0.8
+FRAGMENTATION = 0.05
+ACT_ELEMENTS = 20
+VAE_BYTES_PER_PIXEL = 1536
+QUANTISED_SHARE = 0.98
+
+# Transformer shape and companions of the models the presets name (published parameter counts).
+MODELS: dict[str, dict[str, Any]] = {
+    "sana-1.6b": dict(family="sana", params=1.60e9, layers=20, hidden=2240, attn_modules=8, vae_factor=32, patch=1,
+                      text_tokens=0, text_encoders=[2.61e9], vae_params=0.32e9),
+    "sana-600m": dict(family="sana", params=0.59e9, layers=28, hidden=1152, attn_modules=8, vae_factor=32, patch=1,
+                      text_tokens=0, text_encoders=[2.61e9], vae_params=0.32e9),
+    "sanavideo-2b": dict(family="sanavideo", params=2.06e9, layers=20, hidden=2240, attn_modules=8, vae_factor=8,
+                         patch=2, text_tokens=0, text_encoders=[2.61e9], vae_params=0.127e9, video=True),
+    "sd3.5-large": dict(family="sd3", params=8.06e9, layers=38, hidden=2432, attn_modules=8, vae_factor=8, patch=2,
+                        text_tokens=77 + 154, text_encoders=[0.123e9, 0.695e9, 4.76e9], vae_params=0.084e9),
+    "sd3.5-medium": dict(family="sd3", params=2.24e9, layers=24, hidden=1536, attn_modules=12, vae_factor=8,
+                         patch=2, text_tokens=77 + 154, text_encoders=[0.123e9, 0.695e9, 4.76e9], vae_params=0.084e9),
+    "sd3-medium": dict(family="sd3", params=2.03e9, layers=24, hidden=1536, attn_modules=8, vae_factor=8, patch=2,
+                       text_tokens=77 + 154, text_encoders=[0.123e9, 0.695e9, 4.76e9], vae_params=0.084e9),
+}
+# Substrings of hub ids / folder names, most specific first.
+_NAMES = (("video", "sanavideo-2b"), ("600m", "sana-600m"), ("sana", "sana-1.6b"), ("3.5-large", "sd3.5-large"),
+          ("3.5-medium", "sd3.5-medium"), ("3-medium", "sd3-medium"))
+FAMILY_DEFAULT = {"sana": "sana-1.6b", "sanavideo": "sanavideo-2b", "sd3": "sd3.5-large"}
+
+WEIGHT_BYTES = {"no_change": None, "int8-quanto": 1.0 + 2 / 128, "fp8-quanto": 1.0 + 2 / 128,
+                "int4-quanto": 0.5 + 4 / 128, "int2-quanto": 0.25 + 4 / 128, "nf4-bnb": 0.5 + 4 / 64 * 0.5}
+# (states, bytes per state or None for the weight dtype, Kahan buffer on bf16 weights)
+OPTIMIZER_STATES = {"adamw": (2, None, False), "adamw_bf16": (2, None, True), "optimi-adamw": (2, None, True),
+                    "optimi-stableadamw": (2, None, True), "optimi-lion": (1, None, True),
+                    "bnb-adamw8bit": (2, 1.0, False), "bnb-lion8bit-paged": (1, 1.0, False), "prodigy": (4, None, False)}
+
+
+def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
+    """LyCORIS' split of `dimension` into m × n with m ≤ n and m ≤ factor (as close to factor as divides)."""
+    if factor > 0 and dimension % factor == 0:
+        m, n = factor, dimension // factor
+        return (n, m) if m > n else (m, n)
+    if factor < 0:
+        factor = dimension
+    m, n = 1, dimension
+    length = m + n
+    while m < n:
+        new_m = m + 1
+        while dimension % new_m:
+            new_m += 1
+        new_n = dimension // new_m
+        if new_m + new_n > length or new_m > factor:
+            break
+        m, n = new_m, new_n
+    return (n, m) if m > n else (m, n)
+
+
+# --- what the model is ----------------------------------------------------------------------------
+
+def known_model(source: str | None, family: str) -> dict[str, Any] | None:
+    """The MODELS entry a hub id or folder name points at (None when unknown and not the family default)."""
+    if not source:
+        return dict(MODELS[FAMILY_DEFAULT[family]])
+    low = source.lower().replace("_", "-")
+    for needle, key in _NAMES:
+        if needle in low and MODELS[key]["family"] == family:
+            return dict(MODELS[key])
+    return None
+
+
+def count_safetensors(folder: Path) -> int:
+    """Exact parameter count of the *.safetensors files in `folder`, from their headers only."""
+    total = 0
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with open(path, "rb") as f:
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        total += sum(math.prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+    return total
+
+
+def params_from_config(config: dict[str, Any]) -> int:
+    """Approximate parameter count of a diffusers Sana / SanaVideo / SD3 transformer from its config.json."""
+    cls = config.get("_class_name", "")
+    layers = int(config["num_layers"])
+    hidden = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+    patch = config.get("patch_size", 1)
+    patch_area = math.prod(patch[-2:]) if isinstance(patch, (list, tuple)) else int(patch) ** 2
+    io = (int(config["in_channels"]) + int(config.get("out_channels") or config["in_channels"])) * patch_area * hidden
+    if cls.startswith("SD3"):
+        dual = len(config.get("dual_attention_layers") or ())
+        # attention 8D² (+4D² dual), feed-forwards 2×8D², AdaLN-Zero 2×6D²; the last block's text
+        # stream is context_pre_only (no feed-forward, no output projection, a 2D² norm): 13D² less
+        blocks = layers * 36 * hidden ** 2 + dual * 4 * hidden ** 2 - 13 * hidden ** 2
+        embed = (int(config["joint_attention_dim"]) + int(config["pooled_projection_dim"]) + 256 + 2 * hidden) * hidden
+        return int(blocks + embed + io + 2 * hidden ** 2)
+    inner = float(config.get("mlp_ratio", 2.5)) * hidden
+    # linear self- and cross-attention 8D², GLUMBConv D→2h→h→D with a 3×3 depthwise conv
+    blocks = layers * (8 * hidden ** 2 + 3 * inner * hidden + 20 * inner + 6 * hidden)
+    embed = int(config["caption_channels"]) * hidden + hidden ** 2 + 256 * hidden + 7 * hidden ** 2
+    return int(blocks + embed + io)
+
+
+def model_from_folder(folder: Path, family: str) -> dict[str, Any]:
+    """A MODELS-like entry for a local diffusers folder: exact counts from weights, else from config.json."""
+    folder = Path(folder)
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    params = count_safetensors(folder / "transformer") or params_from_config(config)
+    hidden = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
+    base = dict(MODELS[FAMILY_DEFAULT[family]])
+    encoders = [count_safetensors(p) for p in sorted(folder.glob("text_encoder*")) if p.is_dir()]
+    vae = count_safetensors(folder / "vae") if (folder / "vae").is_dir() else 0
+    patch = config.get("patch_size", 1)
+    vae_config = folder / "vae" / "config.json"
+    if vae_config.is_file():
+        vae_cfg = json.loads(vae_config.read_text())
+        blocks = vae_cfg.get("encoder_block_out_channels") or vae_cfg.get("block_out_channels")
+        if blocks and "dim_mult" not in vae_cfg:
+            base["vae_factor"] = 2 ** (len(blocks) - 1)
+    return {**base, "params": params, "layers": int(config["num_layers"]), "hidden": hidden,
+            "patch": patch[-1] if isinstance(patch, (list, tuple)) else int(patch),
+            "text_encoders": [e for e in encoders if e] or base["text_encoders"], "vae_params": vae or base["vae_params"]}
+
+
+# --- the estimate ----------------------------------------------------------------------------------
+
+def _tokens(model: dict[str, Any], cfg: dict[str, Any]) -> int:
+    """Transformer tokens per sample at the configured training resolution."""
+    res = float(cfg.get("resolution") or 1024)
+    kind = cfg.get("resolution_type") or "pixel_area"
+    if model.get("video"):
+        # the checkpoint's 832×480 aspect, shorter edge = resolution; 4× temporal compression
+        pixels = res * res * 832 / 480
+        frames = 1 + (int(cfg.get("num_frames") or cfg.get("validation_num_video_frames") or 81) - 1) // 4
+    else:
+        pixels = res * 1e6 if kind == "area" else res * res
+        frames = 1
+    per_frame = pixels / (model["vae_factor"] * model["patch"]) ** 2
+    return int(per_frame * frames + model.get("text_tokens", 0))
+
+
+def _trainable(model: dict[str, Any], cfg: dict[str, Any]) -> float:
+    if cfg.get("model_type", "lora") == "full":
+        return model["params"]
+    modules = model["layers"] * model["attn_modules"]
+    hidden = model["hidden"]
+    if cfg.get("lora_type", "standard") == "lycoris":
+        factor = int((cfg.get("_lycoris") or {}).get("factor", 16))
+        m, n = factorization(hidden, factor)
+        dim = int((cfg.get("_lycoris") or {}).get("linear_dim", 10000))
+        w2 = n * n if dim >= n / 2 else 2 * n * dim
+        return modules * (m * m + w2)
+    return modules * int(cfg.get("lora_rank") or 16) * 2 * hidden
+
+
+def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
+             model: dict[str, Any] | None = None) -> dict[str, Any]:
+    """{"total_gb", "parts" (GB per item, both peaks), "assumptions"} for one GPU of a run of `config`.
+
+    `hardware` may give "gpus" (a count or probe()'s list; more than one adds DDP buckets);
+    `model` overrides the lookup (e.g. model_from_folder of a local base).
+    """
+    cfg = dict(config)
+    family = cfg.get("model_family", "sana")
+    notes: list[str] = []
+    if model is None:
+        source = cfg.get("pretrained_model_name_or_path")
+        if source and (Path(source) / "transformer" / "config.json").is_file():
+            model = model_from_folder(Path(source), family)
+        else:
+            model = known_model(source, family)
+            if model is None:
+                model = dict(MODELS[FAMILY_DEFAULT[family]])
+                notes.append(f"{source!r} is not a known model: sized as {FAMILY_DEFAULT[family]}")
+    gpus = (hardware or {}).get("gpus", 1)
+    gpus = len(gpus) if isinstance(gpus, list) else int(gpus or 1)
+    mixed = cfg.get("mixed_precision", "bf16")
+    wbytes = 2.0 if mixed == "bf16" else 4.0
+    act_bytes = 4.0 if mixed == "no" else 2.0
+    precision = cfg.get("base_model_precision", "no_change")
+    qbytes = WEIGHT_BYTES.get(precision)
+    params = model["params"]
+    parts: dict[str, float] = {}
+
+    # training peak
+    weights = params * wbytes if qbytes is None else params * (QUANTISED_SHARE * qbytes + (1 - QUANTISED_SHARE) * 2)
+    per_block = params / model["layers"]
+    if cfg.get("enable_group_offload"):
+        weights = 2 * int(cfg.get("group_offload_blocks_per_group") or 1) * per_block * wbytes
+        notes.append("group offload: weights and optimizer state in RAM; two block groups on the GPU")
+    parts["weights"] = weights
+    if qbytes is not None:
+        parts["dequantised_block"] = per_block * 2
+    trainable = _trainable(model, cfg)
+    tbytes = 2.0 if mixed == "bf16" else 4.0
+    if cfg.get("model_type", "lora") != "full":
+        parts["adapter"] = trainable * tbytes
+    parts["gradients"] = trainable * tbytes
+    states, per_state, kahan = OPTIMIZER_STATES.get(cfg.get("optimizer", "adamw_bf16"), (2, None, False))
+    optimizer = trainable * states * (per_state or tbytes) + (trainable * 2 if kahan and tbytes == 2 else 0)
+    parts["optimizer"] = 0.0 if cfg.get("enable_group_offload") else optimizer
+    if gpus > 1:
+        parts["ddp_buckets"] = trainable * tbytes
+    if cfg.get("use_ema") and cfg.get("ema_device") == "accelerator":
+        parts["ema"] = trainable * 4
+    batch = int(cfg.get("train_batch_size") or 1)
+    tokens = _tokens(model, cfg)
+    layer_act = ACT_ELEMENTS * tokens * model["hidden"] * act_bytes * batch
+    if cfg.get("gradient_checkpointing"):
+        interval = max(1, int(cfg.get("gradient_checkpointing_interval") or 1))
+        kept = math.ceil(model["layers"] / interval)
+        parts["activations"] = kept * tokens * model["hidden"] * act_bytes * batch \
+            + (model["layers"] - kept) * layer_act + layer_act
+    else:
+        parts["activations"] = model["layers"] * layer_act
+    parts["vae"] = model["vae_params"] * 4
+    training = sum(parts.values())
+
+    # caching peak: text encoders + VAE encoding; the denoiser is not loaded yet
+    encoders = 0.0
+    for index, count in enumerate(model["text_encoders"], start=1):
+        tq = WEIGHT_BYTES.get(cfg.get(f"text_encoder_{index}_precision", "no_change"))
+        encoders += count * (wbytes if tq is None else tq)
+    res = float(cfg.get("resolution") or 1024)
+    encode = VAE_BYTES_PER_PIXEL * res * res * int(cfg.get("vae_batch_size") or 4)
+    if model.get("video"):
+        encode *= 4  # a clip's frames pass the causal 3D VAE in chunks of four
+    caching = encoders + model["vae_params"] * 4 + encode
+    parts.update({"caching_text_encoders": encoders, "caching_vae_encode": encode})
+
+    peak = max(training, caching)
+    total = (peak * (1 + FRAGMENTATION)) / GB + CONTEXT_GB
+    notes.append(f"peak while {'training' if training >= caching else 'caching'}; "
+                 f"{tokens} tokens per sample, {trainable / 1e6:.1f} M trainable weights")
+    return {"total_gb": round(total, 2), "parts": {k: round(v / GB, 3) for k, v in parts.items()},
+            "assumptions": notes}
