@@ -15,6 +15,20 @@ TIER_SLACK = 0.95
 HEADROOM = 0.9
 
 
+def estimated_gb(preset: Preset) -> float:
+    """tuner.engine.vram's estimate of the preset's overlay when it names a model the estimator knows, else the header's."""
+    from tuner.engine import vram
+
+    source = preset.config.get("pretrained_model_name_or_path")
+    if preset.gpus == 0 or not source or vram.known_model(source, preset.model_family) is None:
+        return preset.estimated_vram_gb
+    video = preset.dataset.get("video") or {}
+    config = {"model_family": preset.model_family, "model_type": preset.model_type,
+              **{k: preset.dataset[k] for k in ("resolution", "resolution_type") if k in preset.dataset},
+              **({"num_frames": video["num_frames"]} if "num_frames" in video else {}), **preset.config}
+    return round(vram.estimate(config, {"gpus": preset.gpus})["total_gb"], 1)
+
+
 def _usable_gpus(preset: Preset, gpus: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # A run uses the biggest cards first (a 24 GB card next to a small display card, say).
     need = max(preset.gpus, 1)
@@ -31,26 +45,27 @@ def assess(preset: Preset, hardware: dict[str, Any]) -> tuple[str, str]:
     if len(gpus) < preset.gpus:
         return NO_FIT, f"needs {preset.gpus} GPUs; this machine has {len(gpus)}"
     used = _usable_gpus(preset, gpus)
+    estimate = estimated_gb(preset)
     if preset.bf16_required and not all(g.get("bf16") for g in used):
         names = ", ".join(g["name"] for g in used if not g.get("bf16"))
         return NO_FIT, f"needs bf16 (compute capability 8.0+, Ampere or newer); {names} has none"
     total = min(g["vram_total_gb"] for g in used)
     free = min(g.get("vram_free_gb", g["vram_total_gb"]) for g in used)
     per_gpu = " per GPU" if preset.gpus > 1 else ""
-    if total < preset.min_vram_gb * TIER_SLACK or preset.estimated_vram_gb > total:
+    if total < preset.min_vram_gb * TIER_SLACK or estimate > total:
         return NO_FIT, (
-            f"needs {preset.min_vram_gb:g} GB{per_gpu} (about {preset.estimated_vram_gb:g} GB used); "
+            f"needs {preset.min_vram_gb:g} GB{per_gpu} (about {estimate:g} GB used); "
             f"the GPU has {total:.1f} GB"
         )
     ram = hardware.get("ram_total_gb")
-    if preset.estimated_vram_gb > free:
+    if estimate > free:
         return TIGHT, (
-            f"needs about {preset.estimated_vram_gb:g} GB{per_gpu} but only {free:.1f} of {total:.1f} GB is free "
+            f"needs about {estimate:g} GB{per_gpu} but only {free:.1f} of {total:.1f} GB is free "
             "now; close the programs holding GPU memory"
         )
-    if preset.estimated_vram_gb > HEADROOM * free:
+    if estimate > HEADROOM * free:
         return TIGHT, (
-            f"about {preset.estimated_vram_gb:g} of {free:.1f} GB free{per_gpu}: under 10 % headroom; "
+            f"about {estimate:g} of {free:.1f} GB free{per_gpu}: under 10 % headroom; "
             "close other GPU programs or lower train_batch_size if it runs out of memory"
         )
     if preset.min_ram_gb is not None and ram is not None and ram < preset.min_ram_gb:
@@ -58,13 +73,13 @@ def assess(preset: Preset, hardware: dict[str, Any]) -> tuple[str, str]:
             f"fits the GPU, but wants about {preset.min_ram_gb:g} GB of system RAM and this machine has "
             f"{ram:.1f} GB; loading or quantising may swap or be killed"
         )
-    return FITS, f"about {preset.estimated_vram_gb:g} of {total:.1f} GB{per_gpu}"
+    return FITS, f"about {estimate:g} of {total:.1f} GB{per_gpu}"
 
 
 def _demand(preset: Preset) -> tuple[int, float, float]:
     # How much machine a preset asks for: GPUs, then the VRAM tier, then the estimate (a bigger
     # batch, less quantisation).
-    return (preset.gpus, preset.min_vram_gb, preset.estimated_vram_gb)
+    return (preset.gpus, preset.min_vram_gb, estimated_gb(preset))
 
 
 def _key(item: tuple[Preset, str, str]) -> tuple:
