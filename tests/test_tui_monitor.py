@@ -1,9 +1,14 @@
 """The monitor: a recorded event stream renders, and its keys reach a real tunerd."""
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import signal
 import time
 from pathlib import Path
+
+import pytest
 
 from PIL import Image
 from rich.console import Console
@@ -16,8 +21,10 @@ from tuner.tui.screens.monitor import MonitorScreen
 from tuner.tui.widgets.job_feed import JobFeed
 from tuner.tui.widgets.pixel_image import PixelImage
 
+from tuner.daemon import lifecycle
+
 from test_daemon_support import (  # noqa: F401
-    daemon, demo_config, demo_template, request, tunerd_env, wait_for,
+    daemon, demo_config, demo_template, request, stop_everything, tunerd_env,
 )
 
 SIZE = (100, 30)
@@ -86,39 +93,88 @@ async def test_monitor_renders_a_recorded_stream(tmp_path):
         assert "failed" in head and "CUDA out of memory" in head
 
 
-async def test_monitor_keys_control_a_real_job(daemon, demo_template, tunerd_env, monkeypatch):
-    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.1")
+async def until(pilot, predicate, what: str, timeout: float = 60.0):
+    """Let the app run until `predicate()` holds (the feed worker never finishes, so nothing to await)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        await pilot.pause(0.1)
+
+
+@pytest.fixture
+def real_daemon(tunerd_env, monkeypatch):
+    """tunerd running the real engine (`python -m tuner.engine`) with this interpreter."""
+    monkeypatch.delenv("TUNER_ENGINE_CMD")
+    already, info = lifecycle.start()
+    assert not already
+    yield info
+    stop_everything(tunerd_env["data"])
+
+
+@pytest.mark.slow
+async def test_monitor_keys_control_a_real_job(real_daemon, demo_template, tunerd_env):
     config = demo_config(demo_template, tunerd_env["tmp"], max_train_steps=2000, checkpoint_step_interval=0,
                          validation_step_interval=0)
     job = request("submit", path=str(config), cwd=str(config.parent))["job"]["id"]
     app = TunerApp(hardware=describe(24, 1))
     async with app.run_test(size=SIZE) as pilot:
-        async def until(predicate, what: str, timeout: float = 60.0):
-            deadline = time.monotonic() + timeout
-            while not predicate():
-                assert time.monotonic() < deadline, f"timed out waiting for {what}"
-                await pilot.pause(0.1)
+        def until_(predicate, what, timeout=120.0):
+            return until(pilot, predicate, what, timeout)
 
-        await until(lambda: isinstance(app.screen, HomeScreen) and app.screen.jobs, "the job list")
+        await until_(lambda: isinstance(app.screen, HomeScreen) and app.screen.jobs, "the job list")
         await pilot.press("enter")
         screen = app.screen
         assert isinstance(screen, MonitorScreen) and screen.job == job
-        await until(lambda: (screen.model.progress.get("step") or 0) >= 3, "training progress")
+        await until_(lambda: (screen.model.progress.get("step") or 0) >= 3, "training progress", timeout=240)
 
         await pilot.press("s")
-        await until(lambda: screen.model.checkpoint, "the checkpoint that 'save now' asked for")
+        await until_(lambda: screen.model.checkpoint, "the checkpoint that 'save now' asked for")
         await pilot.press("p")
-        await until(lambda: screen.model.validations, "the sample that 'sample now' asked for")
+        await until_(lambda: screen.model.validations, "the sample that 'sample now' asked for")
         await pilot.press("x")
         await pilot.press("y")
-        await until(lambda: screen.model.ended, "the job to stop", timeout=90)
+        await until_(lambda: screen.model.ended, "the job to stop")
         assert screen.requests == ["save", "sample", "stop_job"]
         assert screen.model.state == "stopped"
         await pilot.press("d")
         assert isinstance(app.screen, HomeScreen)
-        await until(lambda: any(j["state"] == "stopped" for j in app.screen.jobs), "home to show it stopped")
+        await until_(lambda: any(j["state"] == "stopped" for j in app.screen.jobs), "home to show it stopped")
         assert app.screen.query_one(DataTable).row_count == 1
 
     shown = request("show", job=job)
     assert shown["job"]["state"] == "stopped" and shown["job"]["reason"].startswith("stopped on request")
     assert shown["checkpoint"] is not None
+    # The sample the key asked for was drawn, and its live previews reached the monitor.
+    assert Path(next(iter(screen.model.validations.values()))["paths"][0]).is_file()
+    assert screen.model.preview.get("path")
+
+
+async def test_monitor_resubscribes_after_the_daemon_restarts(daemon, demo_template, tunerd_env, monkeypatch):
+    monkeypatch.setenv("FAKE_STEP_SECONDS", "0.1")
+    config = demo_config(demo_template, tunerd_env["tmp"], max_train_steps=2000)
+    job = request("submit", path=str(config), cwd=str(config.parent))["job"]["id"]
+    seen: list[int] = []
+    deliver = JobFeed.deliver
+
+    def spy(feed, message):
+        if message.get("stream") == "engine":
+            seen.append(message["event"]["seq"])
+        deliver(feed, message)
+
+    monkeypatch.setattr(JobFeed, "deliver", spy)
+    app = TunerApp(hardware=describe(24, 1))
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_monitor(job)
+        await pilot.pause()
+        screen = app.screen
+        await until(pilot, lambda: (screen.model.progress.get("step") or 0) >= 3, "training progress")
+        os.kill(daemon["pid"], signal.SIGKILL)
+        await until(pilot, lambda: screen.sub_title == "tunerd unreachable", "the monitor to notice")
+        before = screen.model.progress["step"]
+        already, _ = await asyncio.to_thread(lifecycle.start)
+        assert not already
+        await until(pilot, lambda: screen.sub_title == "" and screen.model.progress["step"] >= before + 5,
+                    "progress after the restart")
+        request("cancel", job=job)
+    # Every engine event arrived exactly once, in order, across the reconnection.
+    assert seen == list(range(1, len(seen) + 1))
