@@ -174,3 +174,31 @@ def test_unknown_lycoris_algo_names_the_fix(tmp_path):
     path = _lycoris_file(tmp_path, algo="loha")
     with pytest.raises(ValueError, match='"algo": "lokr"'):
         adapters.read_lycoris_config(path)
+
+
+@pytest.mark.parametrize("precision", ["no_change", "int8-quanto"])
+def test_sd3_lora_trains_and_loads_through_stable_diffusion_3_pipeline(tmp_path, tiny_sd3, precision):
+    from diffusers import StableDiffusion3Pipeline
+
+    config = demo_config(tmp_path, tiny_sd3, model_family="sd3", model_type="lora", lora_type="standard",
+                         lora_rank=4, base_model_precision=precision, optimizer="adamw", mixed_precision="no",
+                         learning_rate=1e-2, max_train_steps=3)
+    result = _train(config, tmp_path / "job")
+    assert result.step == 3
+    out = result.pipeline
+    assert {adapters.LORA_WEIGHTS, adapters.COMFY_WEIGHTS} <= {p.name for p in out.iterdir()}
+    keys = load_file(str(out / adapters.LORA_WEIGHTS))
+    assert any(k.startswith("transformer.") and "add_q_proj.lora_A" in k for k in keys), sorted(keys)[:4]
+    comfy = load_file(str(out / adapters.COMFY_WEIGHTS))
+    assert "lora_transformer_transformer_blocks_0_attn_to_add_out.lora_up.weight" in comfy
+
+    def image(pipe):
+        return torch.tensor(list(pipe("a red circle", num_inference_steps=2, height=64, width=64, guidance_scale=1.0,
+                                      generator=torch.Generator().manual_seed(0), output_type="np").images[0].flat))
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(tiny_sd3)
+    pipe.set_progress_bar_config(disable=True)
+    before = image(pipe)
+    pipe.load_lora_weights(out)
+    after = image(pipe)
+    assert not torch.allclose(before, after, atol=1e-4), "the trained LoRA does not change the image"
