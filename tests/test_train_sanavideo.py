@@ -135,3 +135,12 @@ def test_crepa_block_index_past_the_model_is_a_config_error(tmp_path, tiny_sanav
     with pytest.raises(ValueError, match=r"crepa_block_index 10 is not a block of this model \(2 blocks\)"):
         crepa_module.CREPA(cfg, family, family.load_transformer(), torch.device("cpu"),
                            encoder=crepa_module.FrameEncoder(tiny_dinov2(), 28))
+
+
+def test_the_16gb_tier_recipe_lokr_on_int8_trains(tmp_path, tiny_sanavideo):
+    # presets/sanavideo-2b-16gb-lokr-int8.toml: an adapter on a quantised base, since full-rank cannot be quantised.
+    config = video_config(tmp_path, tiny_sanavideo, max_train_steps=3, model_type="lora", lora_type="lycoris",
+                          base_model_precision="int8-quanto", gradient_checkpointing=True)
+    result = _train(config, tmp_path / "job")
+    assert len(result.losses) == 3 and all(math.isfinite(loss) for _, loss in result.losses)
+    assert (result.pipeline / "lycoris_weights.safetensors").is_file()
