@@ -1,15 +1,18 @@
-"""The VRAM estimate: torch-free, counts the tiny models right, moves the way memory does, fits every preset's tier."""
+"""The VRAM estimate: torch-free, counts the tiny models right, moves the way memory does, fits every preset's tier;
+and the multi-GPU presets it sizes run under accelerate launch on the tiny models."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from tuner.engine import vram
-from tuner.presets import list_presets
+from tuner.presets import list_presets, load_preset
 from tuner.presets.ranking import HEADROOM, estimated_gb
 
 SD35_LARGE = {"model_family": "sd3", "model_type": "lora", "pretrained_model_name_or_path":
@@ -103,3 +106,50 @@ def test_unknown_model_is_sized_as_the_family_default_and_says_so():
     out = vram.estimate({"model_family": "sana", "pretrained_model_name_or_path": "someone/my-model"})
     assert any("not a known model" in a for a in out["assumptions"])
     assert out["total_gb"] > 0
+
+
+# Swaps that make a GPU preset run on two CPU processes in seconds; everything else is the preset's.
+CPU_SWAPS = {"mixed_precision": "no", "max_train_steps": 3, "train_batch_size": 2, "checkpoint_step_interval": 3,
+             "validation_disable": True, "validation_step_interval": 0, "lr_warmup_steps": 0}
+SIZE_KEYS = ("resolution", "resolution_type", "pretrained_vae_model_name_or_path", "validation_resolution",
+             "validation_num_video_frames")
+
+
+def _cpu_overrides(preset, model: Path) -> dict:
+    config = {k: v for k, v in preset.config.items() if k not in SIZE_KEYS}
+    config.update(CPU_SWAPS, pretrained_model_name_or_path=str(model))
+    if config.get("optimizer") == "adamw_bf16":
+        config["optimizer"] = "optimi-adamw"  # adamw_bf16 needs bf16 weights, which a CPU run does not use
+    return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["sana-1.6b-multigpu-full", "sd35-large-multigpu-lora", "sanavideo-2b-multigpu-full"])
+def test_multigpu_preset_runs_under_accelerate_launch(tmp_path, request, name):
+    from engine_fixtures import demo_config, events_of
+
+    preset = load_preset(name)
+    family = preset.model_family
+    model = request.getfixturevalue({"sana": "tiny_sana", "sd3": "tiny_sd3", "sanavideo": "tiny_sanavideo"}[family])
+    overrides = {"model_family": family, "model_type": preset.model_type, **_cpu_overrides(preset, model)}
+    if family == "sanavideo":
+        from video_fixtures import video_config
+        config = video_config(tmp_path, model, **overrides)
+    else:
+        config = demo_config(tmp_path, model, **overrides)
+    job = tmp_path / "job"
+    job.mkdir()
+    for file in ("config.json", "multidatabackend.json", "user_prompt_library.json"):
+        if (config / file).is_file():
+            (job / file).write_bytes((config / file).read_bytes())
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launcher = Path(sys.executable).with_name("accelerate")
+    proc = subprocess.run([str(launcher), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tuner.engine", str(job)],
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert events_of(job, "status")[-1]["phase"] == "done"
+    progress = events_of(job, "progress")
+    assert progress[-1]["step"] == 3 and all(p["loss"] == p["loss"] for p in progress)
+    done = events_of(job, "done")[-1]["paths"]
+    assert Path(done["pipeline"]).is_dir()
