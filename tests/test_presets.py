@@ -108,7 +108,7 @@ def test_ranking_puts_the_tier_that_uses_the_machine_best_first(hardware, expect
 def test_nothing_for_sana_video_fits_a_12gb_card():
     ranked = rank_presets(list_presets("sanavideo"), describe(12, 1))
     assert [fit for _, fit, _ in ranked] == [NO_FIT] * len(ranked)
-    assert "24 GB" in ranked[0][2] and "12.0 GB" in ranked[0][2]
+    assert "16 GB" in ranked[0][2] and "12.0 GB" in ranked[0][2]
 
 
 def test_cpu_only_machine_ranks_cpu_presets_first_and_says_why_the_rest_do_not_fit(tmp_path):
