@@ -202,3 +202,30 @@ def test_sd3_lora_trains_and_loads_through_stable_diffusion_3_pipeline(tmp_path,
     pipe.load_lora_weights(out)
     after = image(pipe)
     assert not torch.allclose(before, after, atol=1e-4), "the trained LoRA does not change the image"
+
+
+def test_lokr_on_sd3_wraps_both_streams_and_reloads_identically(tmp_path, tiny_sd3):
+    from diffusers import SD3Transformer2DModel
+
+    def transformer():
+        return SD3Transformer2DModel.from_pretrained(tiny_sd3, subfolder="transformer").eval()
+
+    def run(model):
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            return model(hidden_states=torch.randn(1, 4, 8, 8, generator=g),
+                         encoder_hidden_states=torch.randn(1, 5, 48, generator=g),
+                         pooled_projections=torch.randn(1, 40, generator=g), timestep=torch.tensor([500.0]),
+                         return_dict=False)[0]
+
+    model = adapters.add_lokr(transformer(), adapters.read_lycoris_config(None))
+    wrapped = {n for n, m in model.named_modules() if isinstance(m, adapters.LoKrLinear)}
+    assert "transformer_blocks.0.attn.add_q_proj" in wrapped and "transformer_blocks.1.attn.to_q" in wrapped
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".lokr_w2" in name:
+                param.normal_(std=0.05)
+    adapters.save_lokr(model, tmp_path / "lokr")
+    reloaded = adapters.load_lokr(transformer(), tmp_path / "lokr")
+    assert torch.equal(run(reloaded), run(model))
+    assert not torch.allclose(run(reloaded), run(transformer()))
