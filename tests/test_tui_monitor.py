@@ -66,7 +66,10 @@ def recorded(tmp: Path) -> list[dict]:
     return stream
 
 
-async def test_monitor_renders_a_recorded_stream(tmp_path):
+async def test_monitor_renders_a_recorded_stream(tmp_path, monkeypatch):
+    redraws = []
+    render = MonitorScreen.render_progress
+    monkeypatch.setattr(MonitorScreen, "render_progress", lambda self: (redraws.append(1), render(self)))
     app = TunerApp(hardware=describe(24, 1))
     async with app.run_test(size=SIZE) as pilot:
         screen = MonitorScreen("job-1", follow=False)
@@ -81,8 +84,9 @@ async def test_monitor_renders_a_recorded_stream(tmp_path):
         assert m.errors == ["CUDA out of memory"]
         assert feed.seen == {"engine": 46, "daemon": 2}   # a resubscription resumes after these
         assert "step 40/100" in str(screen.query_one("#progress-label").render())
-        # Progress ticks coalesce: the chart never holds more points than there were steps.
-        assert 1 <= len(m.losses) <= 40 and m.losses[-1] == 1 / 40
+        # Progress redraws coalesce, but the loss chart keeps every step's loss.
+        assert list(m.losses) == [1.0 / s for s in range(1, 41)]
+        assert len(redraws) < 40
         gauges = text_of(screen.query_one("#memory"))
         assert "GPU 0" in gauges and "RSS" in gauges and "83%" in gauges
         assert screen.query_one("#preview", PixelImage).path.endswith("preview.png")

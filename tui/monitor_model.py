@@ -47,9 +47,7 @@ class MonitorModel:
             self.phase = event.get("phase", self.phase)
             return f"phase {self.phase}" + (f": {event['message']}" if event.get("message") else "")
         if kind == "progress":
-            self.progress = event
-            if isinstance(event.get("loss"), (int, float)):
-                self.losses.append(float(event["loss"]))
+            self.progress = event   # losses arrive in batches through add_losses (progress coalesces)
             return None
         if kind == "memory":
             self.engine_memory = event.get("devices", [])
@@ -77,6 +75,10 @@ class MonitorModel:
         if kind == "done":
             return f"done at step {event.get('step')}"
         return None
+
+    def add_losses(self, values: list[float]) -> None:
+        """Append the losses of every step since the last batch."""
+        self.losses.extend(values)
 
     def end(self, job: dict[str, Any]) -> str:
         """The subscription's last message: the job reached a final state."""

@@ -24,10 +24,10 @@ class HomeScreen(Screen):
     """The job list (refreshed every few seconds) and the keys that act on the highlighted job."""
 
     BINDINGS = [
-        Binding("n", "new", "New training"),
+        Binding("n", "new", "New"),
         Binding("o", "open", "Open config"),
-        Binding("enter,a", "attach", "Attach"),
-        Binding("x", "stop", "Stop job"),
+        Binding("enter,a", "attach", "Attach", key_display="a/⏎"),
+        Binding("x", "stop", "Stop"),
         Binding("r", "resume", "Resume"),
         Binding("D", "start_daemon", "Start tunerd"),
         Binding("q", "app.quit", "Quit"),
@@ -81,7 +81,9 @@ class HomeScreen(Screen):
     @on(Jobs)
     def show_jobs(self, message: Jobs) -> None:
         banner = self.query_one("#banner", Static)
-        self.daemon_up = message.jobs is not None
+        if self.daemon_up != (message.jobs is not None):
+            self.daemon_up = message.jobs is not None
+            self.refresh_bindings()
         banner.set_class(not self.daemon_up, "down")
         if message.jobs is None:
             banner.update(Text.assemble(("tunerd is not running. ", "bold"),
@@ -152,6 +154,14 @@ class HomeScreen(Screen):
     @on(Answer)
     def answered(self, message: Answer) -> None:
         self.notify(message.text, severity="information" if message.ok else "error")
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        # The footer offers what works now: job keys need tunerd, starting it needs it down.
+        if action == "start_daemon":
+            return self.daemon_up is not True
+        if action in ("attach", "stop", "resume"):
+            return True if self.daemon_up else None
+        return True
 
     def action_start_daemon(self) -> None:
         self.app.offer_daemon_start(then=self.fetch)

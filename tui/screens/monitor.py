@@ -5,7 +5,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Static
@@ -49,7 +49,7 @@ class MonitorScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield JobFeed(self.job, id="feed")
-        with VerticalScroll(id="monitor"):
+        with Vertical(id="monitor"):
             yield Static(id="job-head")
             with Horizontal(id="progress-row"):
                 yield ProgressBar(total=None, show_eta=False, id="progress")
@@ -59,9 +59,8 @@ class MonitorScreen(Screen):
                 with Vertical(id="left"):
                     yield LossChart(id="loss")
                     yield MemoryGauges(id="memory")
-                yield PixelImage("no preview yet: previews appear while a validation sample is generated",
+                yield PixelImage("previews show here while a validation sample is drawn",
                                  id="preview")
-            yield Label("Latest validation images", classes="section")
             with Horizontal(id="validations"):
                 for i in range(VALIDATION_SHOWN):
                     yield PixelImage("", id=f"val-{i}", classes="validation")
@@ -79,6 +78,9 @@ class MonitorScreen(Screen):
     @on(JobFeed.Progress)
     @on(JobFeed.Event)
     def event(self, message: JobFeed.Event) -> None:
+        if isinstance(message, JobFeed.Progress):
+            self.model.add_losses(message.losses)
+            message.losses.clear()
         line = self.model.feed(message.stream, message.event)
         if line:
             self.query_one(RichLog).write(self._styled(line))
@@ -149,6 +151,8 @@ class MonitorScreen(Screen):
         image.caption = f"preview {ev.get('k')}/{ev.get('n')} · {ev.get('nickname') or ev.get('prompt', '')}"
 
     def render_validations(self) -> None:
+        # Hidden until the first sample, so the log gets the room on small terminals.
+        self.query_one("#validations").display = True
         latest = list(self.model.validations.items())[-VALIDATION_SHOWN:]
         for i, widget in enumerate(self.query(".validation").results(PixelImage)):
             if i < len(latest):

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DirectoryTree, Footer, Input, Label
+from textual.widgets import DirectoryTree, Footer, Input, Label, Static
 
 from tuner.tui.widgets.path_input import PathInput
 
@@ -32,11 +32,12 @@ class OpenFolder(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         start = Path(self.start or ".").expanduser()
-        root = start if start.is_dir() else Path.cwd()
+        # Root the tree one level up, so the chosen folder's neighbours are in view too.
+        root = start.absolute().parent if start.is_dir() else Path.cwd()
         with Vertical(id="dialog"):
             yield Label(self.heading, classes="title")
             yield PathInput(str(root.absolute()) + "/", id="path")
-            yield Label("Enter opens the typed folder; Ctrl+T moves to the tree (Enter on a folder picks it)",
+            yield Static("Enter opens the typed folder; Ctrl+T moves to the tree (Enter on a folder picks it)",
                         classes="help")
             yield FoldersOnly(root.absolute(), id="tree")
         yield Footer()

@@ -47,7 +47,7 @@ class HardwareStep(StepScreen):
         hw = self.state.hardware
         yield Static(hardware_table(hw) if hw is not None else "probing GPUs…", id="hw-table")
         for note in (self.state.hardware or {}).get("notes", []):
-            yield Label(f"note: {note}", classes="note")
+            yield Static(f"note: {note}", classes="note")
         with Horizontal(classes="row"):
             yield Label("Plan for another machine", classes="label")
             yield Switch(value=self.state.planned, id="planned")

@@ -6,7 +6,7 @@ from pathlib import Path
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal
-from textual.widgets import Label, Select
+from textual.widgets import Label, Select, Static
 
 from tuner.engine.config import DEFAULT_MODELS
 from tuner.tui.screens.step import StepScreen
@@ -32,7 +32,7 @@ class ModelStep(StepScreen):
         with Horizontal(classes="row"):
             yield Label("Training type", classes="label")
             yield self._types(family, training_type(self.state.config))
-        yield Label("", id="model-help", classes="help")
+        yield Static("", id="model-help", classes="help")
 
     def _types(self, family: str, current: str) -> Select:
         options = TRAINING_TYPES[family]
@@ -52,7 +52,7 @@ class ModelStep(StepScreen):
         notes = {"sana": "Sana trains full or as a LyCORIS LoKr adapter (plain LoRA is not supported).",
                  "sd3": "SD3 / 3.5 trains LoRA or LoKr adapters.",
                  "sanavideo": "Sana Video trains full-rank."}
-        self.query_one("#model-help", Label).update(notes[family])
+        self.query_one("#model-help", Static).update(notes[family])
 
     def save(self) -> list[str]:
         family = str(self.query_one("#family", Select).value)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.widgets import Label, OptionList
+from textual.widgets import OptionList, Static
 
 from tuner.presets import NO_FIT, apply_preset
 from tuner.tui.screens.step import StepScreen
@@ -16,7 +16,7 @@ class PresetStep(StepScreen):
     INDEX = 2
 
     def body(self) -> ComposeResult:
-        yield Label(f"Presets for {FAMILIES[self.state.family]}, best fit first (↑↓ to look, Ctrl+N to take "
+        yield Static(f"Presets for {FAMILIES[self.state.family]}, best fit first (↑↓ to look, Ctrl+N to take "
                     "the highlighted one)", classes="help")
         yield PresetPicker(self.state.family, self.state.hardware or {}, self.state.preset,
                            allow_keep=bool(self.state.config_folder), id="picker")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import Input, Label, TextArea
+from textual.widgets import Input, Label, Static, TextArea
 
 from tuner.engine.config import TrainConfig
 from tuner.tui.prompt_library import from_text, portrait_prompts, to_text
@@ -37,7 +37,7 @@ class ValidationStep(StepScreen):
     def body(self) -> ComposeResult:
         for key in VALIDATION_KEYS:
             yield ConfigField(TrainConfig, key, self.state.config.get(key), label=LABELS.get(key))
-        yield Label("Prompt library: one `nickname = prompt` per line", classes="help")
+        yield Static("Prompt library: one `nickname = prompt` per line", classes="help")
         with Horizontal(classes="row"):
             yield Label("subject for the template", classes="label")
             yield Input(placeholder="e.g. photo of sks woman — then Ctrl+L adds 15 portrait prompts", compact=True, id="subject")
@@ -60,6 +60,9 @@ class ValidationStep(StepScreen):
         problems += save_config_keys(self.state, form_values(self))
         if not problems:
             self.state.prompts = prompts
+            if not prompts and not self.state.config.get("validation_prompt"):
+                self.notify("no prompt and no prompt library: the run will make no validation samples",
+                            severity="warning")
         return problems
 
 

@@ -27,7 +27,15 @@ class JobFeed(Widget):
             self.stream, self.event = stream, event
 
     class Progress(Event):
-        """A progress event: only the newest one matters, so a queued one is replaced."""
+        """A progress event: only the newest one is shown, so a queued one is replaced.
+
+        `losses` holds every loss since the last one handled (shared by the queued messages),
+        so coalescing drops redraws, never points of the loss chart.
+        """
+
+        def __init__(self, stream: str, event: dict[str, Any], losses: list[float]):
+            super().__init__(stream, event)
+            self.losses = losses
 
         def can_replace(self, message: Message) -> bool:
             return isinstance(message, JobFeed.Progress)
@@ -51,6 +59,7 @@ class JobFeed(Widget):
         self.job = job
         self.socket = socket
         self.seen = {"engine": 0, "daemon": 0}
+        self.losses: list[float] = []   # filled here, emptied by the Progress handler (same event loop)
 
     def start(self) -> None:
         """Begin following the job (the monitor calls this; tests may feed messages instead)."""
@@ -64,8 +73,12 @@ class JobFeed(Widget):
         stream, event = message["stream"], message["event"]
         if isinstance(event.get("seq"), int):
             self.seen[stream] = max(self.seen[stream], event["seq"])
-        kind = self.Progress if stream == "engine" and event.get("type") == "progress" else self.Event
-        self.post_message(kind(stream, event))
+        if stream == "engine" and event.get("type") == "progress":
+            if isinstance(event.get("loss"), (int, float)):
+                self.losses.append(float(event["loss"]))
+            self.post_message(self.Progress(stream, event, self.losses))
+        else:
+            self.post_message(self.Event(stream, event))
 
     @work(exclusive=True, group="feed")
     async def follow(self) -> None:

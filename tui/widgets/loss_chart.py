@@ -25,4 +25,4 @@ class LossChart(Vertical):
         self.query_one(Sparkline).data = values
         if values:
             self.query_one("#loss-label", Label).update(
-                f"loss {values[-1]:.4f}   low {min(values):.4f}   first {values[0]:.4f}   ({len(values)} steps)")
+                f"loss {values[-1]:.4f} · low {min(values):.4f} · {len(values)} steps")

@@ -10,7 +10,7 @@ from textual.widgets import Static
 
 from tuner.tui.monitor_model import gib
 
-BAR = 20
+BAR = 12
 
 
 def bar(used: float, total: float, width: int = BAR) -> Text:
@@ -29,7 +29,7 @@ class MemoryGauges(Static):
         for i, reading in enumerate(gpus):
             label = f"GPU {reading.get('device', i)}"
             own = engine[i] if i < len(engine) else {}
-            detail = f"{gib(reading.get('used'))}/{gib(reading.get('total'))}"
+            detail = f"{gib(reading.get('used'))[:-4]}/{gib(reading.get('total'))}"
             if own:
                 detail += f"  peak {gib(own.get('peak'))}"
             table.add_row(label, bar(reading.get("used") or 0, reading.get("total") or 0), detail)
@@ -39,7 +39,7 @@ class MemoryGauges(Static):
                                                f"{gib(own.get('reserved'))}  peak {gib(own.get('peak'))}"))
         if rss is not None:
             total = psutil.virtual_memory().total
-            table.add_row("RSS", bar(rss, total), f"{gib(rss)} of {gib(total)} RAM")
+            table.add_row("RSS", bar(rss, total), f"{gib(rss)[:-4]}/{gib(total)} RAM")
         if not gpus and not engine and rss is None:
             table.add_row(Text("memory: no reading yet", style="dim"))
         self.update(table)
