@@ -185,7 +185,8 @@ class SD3Family:
         if self.scheduler_config is None:
             self.scheduler_config = load_component(diffusers.FlowMatchEulerDiscreteScheduler, self.source,
                                                    "scheduler", method="load_config")
-        cls = getattr(diffusers, self.scheduler_config.get("_class_name", ""), diffusers.FlowMatchEulerDiscreteScheduler)
+        default = diffusers.FlowMatchEulerDiscreteScheduler
+        cls = getattr(diffusers, self.scheduler_config.get("_class_name", ""), default)
         return cls.from_config(self.scheduler_config)
 
     @torch.no_grad()
