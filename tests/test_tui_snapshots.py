@@ -44,7 +44,8 @@ def test_wizard_preset_step(snap_compare):
     assert snap_compare(TunerApp(hardware=describe(12, 1)), terminal_size=SIZE, run_before=to_presets)
 
 
-def test_review(snap_compare):
+@pytest.mark.parametrize("theme", ["textual-dark", "textual-light"])
+def test_review(snap_compare, theme):
     from tuner.tui.wizard_state import WizardState, new_dataset
     from tuner.tui.screens.step_review import ReviewStep
 
@@ -56,6 +57,7 @@ def test_review(snap_compare):
                                 "max_train_steps": 100, "validation_prompt": "a red circle"})
 
     async def to_review(pilot):
+        pilot.app.theme = theme
         await pilot.app.push_screen(ReviewStep(state))
         await settle(pilot)
 

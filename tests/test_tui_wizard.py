@@ -61,8 +61,7 @@ async def test_wizard_writes_files_that_check_clean_and_match_the_review(tmp_pat
         await next_step(pilot, DatasetStep)
         screen = app.screen
         screen.query_one("#folder", Input).value = str(images)
-        await settle(pilot)
-        await pilot.pause(0.5)   # the scan waits for typing to pause
+        screen.rescan()   # what the pause after typing triggers, without waiting for the timer
         await settle(pilot)
         # 3 images cannot fill the preset's batch of 4: the step says so, blocks, and offers a fix.
         await pilot.press("ctrl+n")
@@ -72,7 +71,7 @@ async def test_wizard_writes_files_that_check_clean_and_match_the_review(tmp_pat
         assert screen.report.suggested_repeats == 1
         assert "set repeats to 1" in str(screen.query_one("#step-problems").render())
         await pilot.press("ctrl+r")
-        await pilot.pause(0.5)
+        screen.rescan()
         await settle(pilot)
         await pilot.press("ctrl+n")
         await settle(pilot)
