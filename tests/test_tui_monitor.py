@@ -179,6 +179,17 @@ async def test_monitor_resubscribes_after_the_daemon_restarts(daemon, demo_templ
         assert not already
         await until(pilot, lambda: screen.sub_title == "" and screen.model.progress["step"] >= before + 5,
                     "progress after the restart")
+        # Home's keys act on the highlighted job: stop it, then resume it.
+        await pilot.press("d")
+        home = app.screen
+        assert isinstance(home, HomeScreen)
+        # Home polled through the daemon's death too; wait for a list from the restarted one.
+        await until(pilot, lambda: [j["state"] for j in home.jobs] == ["running"], "home's job list")
+        await pilot.press("x")
+        await until(pilot, lambda: [j["state"] for j in home.jobs] == ["stopped"], "home's stop", timeout=30)
+        await pilot.press("r")
+        await until(pilot, lambda: [j["state"] for j in home.jobs] == ["running"], "home's resume", timeout=30)
         request("cancel", job=job)
     # Every engine event arrived exactly once, in order, across the reconnection.
     assert seen == list(range(1, len(seen) + 1))
+    assert request("show", job=job)["job"]["runs"] == 2

@@ -1,0 +1,39 @@
+"""The wizard's pure helpers: the dataset scan's verdicts and the prompt library text format."""
+from __future__ import annotations
+
+from tuner.engine.demo import make_dataset
+from tuner.tui.dataset_scan import scan_folder
+from tuner.tui.prompt_library import PORTRAIT_TEMPLATE, from_text, portrait_prompts, to_text
+
+CONFIG = {"model_family": "sana", "resolution": 64, "resolution_type": "pixel", "train_batch_size": 4,
+          "gradient_accumulation_steps": 2}
+
+
+def test_scan_counts_buckets_and_names_what_would_fail(tmp_path):
+    folder = make_dataset(tmp_path / "shapes", count=3)
+    (folder / "broken.png").write_bytes(b"not a png")
+    uncaptioned = sorted(folder.glob("*.txt"))[0]
+    uncaptioned.unlink()
+    report = scan_folder({"instance_data_dir": str(folder), "caption_strategy": "textfile", "crop": True}, CONFIG)
+    assert (report.found, report.usable) == (4, 2)
+    assert report.buckets == {(64, 64): 2}
+    assert any("broken.png" in w for w in report.warnings)
+    assert any(uncaptioned.with_suffix(".png").name in w for w in report.warnings)
+    # 2 images × (repeats + 1) must reach batch 4 × accumulation 2 = 8 samples: repeats 3.
+    assert report.suggested_repeats == 3 and "set repeats to 3" in report.errors[0]
+    fixed = scan_folder({"instance_data_dir": str(folder), "caption_strategy": "textfile", "crop": True,
+                         "repeats": 3}, CONFIG)
+    assert fixed.errors == []
+
+
+def test_scan_of_a_missing_folder_says_so(tmp_path):
+    assert "is not a folder" in scan_folder({"instance_data_dir": str(tmp_path / "nope")}, CONFIG).errors[0]
+
+
+def test_portrait_template_and_library_text_round_trip():
+    prompts = portrait_prompts("sks woman")
+    assert len(PORTRAIT_TEMPLATE) == 15 and len(prompts) == 15
+    assert all("sks woman" in p and "<token>" not in p for p in prompts.values())
+    assert from_text(to_text(prompts)) == (prompts, [])
+    _, problems = from_text("a/b = slash in a nickname\nno separator here\nx = one\nx = two")
+    assert len(problems) == 3
