@@ -19,6 +19,18 @@ from tuner.engine.train.loop import train
 LOKR = dict(model_type="lora", lora_type="lycoris", optimizer="adamw", mixed_precision="no")
 
 
+def _small(config_dir: Path, size: int = 32) -> Path:
+    """Train at `size` px (a quarter of the demo's tokens at 32): these tests need learning, not detail."""
+    path = config_dir / "multidatabackend.json"
+    datasets = json.loads(path.read_text())
+    for dataset in datasets:
+        if dataset.get("dataset_type", "image") == "image":
+            dataset["resolution"] = size
+    path.write_text(json.dumps(datasets, indent=2))
+    edit_config(config_dir, resolution=size)
+    return config_dir
+
+
 def _train(config_dir: Path, job_dir: Path, **kw):
     job_dir.mkdir(parents=True, exist_ok=True)
     return train(load_bundle(config_dir), events=EventWriter(job_dir / EVENTS), control=Control(job_dir),
@@ -82,8 +94,8 @@ def test_lokr_starts_as_the_identity_and_only_it_trains(tiny_sana):
 
 def test_lokr_trains_saves_and_reloads_with_identical_outputs(tmp_path, tiny_sana):
     lyco = _lycoris_file(tmp_path)
-    config = demo_config(tmp_path, tiny_sana, images=4, max_train_steps=60, train_batch_size=4, learning_rate=3e-3,
-                         flow_use_uniform_schedule=False, lycoris_config=str(lyco), **LOKR)
+    config = _small(demo_config(tmp_path, tiny_sana, images=4, max_train_steps=60, train_batch_size=4,
+                                learning_rate=3e-3, flow_use_uniform_schedule=False, lycoris_config=str(lyco), **LOKR))
     result = _train(config, tmp_path / "job")
     losses = [loss for _, loss in result.losses]
     start, end = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
@@ -113,8 +125,8 @@ def test_lokr_trains_saves_and_reloads_with_identical_outputs(tmp_path, tiny_san
 
 def test_lokr_resume_continues_exactly(tmp_path, tiny_sana):
     opts = dict(max_train_steps=8, caption_dropout_probability=0.3, use_ema=True, **LOKR)
-    full = _train(demo_config(tmp_path / "a", tiny_sana, **opts), tmp_path / "a" / "job").losses
-    split = demo_config(tmp_path / "b", tiny_sana, **opts)
+    full = _train(_small(demo_config(tmp_path / "a", tiny_sana, **opts)), tmp_path / "a" / "job").losses
+    split = _small(demo_config(tmp_path / "b", tiny_sana, **opts))
     first = _train(split, tmp_path / "b" / "job", stop_after=4)
     assert first.stopped and first.step == 4
     edit_config(split, resume_from_checkpoint="latest")
