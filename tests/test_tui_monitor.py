@@ -185,7 +185,7 @@ async def test_monitor_resubscribes_after_the_daemon_restarts(daemon, demo_templ
         assert isinstance(home, HomeScreen)
         # Home polled through the daemon's death too; wait for a list from the restarted one.
         await until(pilot, lambda: [j["state"] for j in home.jobs] == ["running"], "home's job list")
-        await pilot.press("x")
+        await pilot.press("x", "y")
         await until(pilot, lambda: [j["state"] for j in home.jobs] == ["stopped"], "home's stop", timeout=30)
         await pilot.press("r")
         await until(pilot, lambda: [j["state"] for j in home.jobs] == ["running"], "home's resume", timeout=30)

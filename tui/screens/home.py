@@ -133,9 +133,15 @@ class HomeScreen(Screen):
 
     def action_stop(self) -> None:
         job = self.selected()
-        if job:
-            verb = "cancel" if job["state"] == p.QUEUED else "stop_job"
-            self.act(verb, job["id"])
+        if not job:
+            return
+        from tuner.tui.screens.confirm import Confirm
+
+        queued = job["state"] == p.QUEUED
+        verb = "cancel" if queued else "stop_job"
+        question = (f"Cancel {job['id']}? It has not started." if queued else
+                    f"Stop {job['id']}? It saves a checkpoint first; R resumes it later.")
+        self.app.push_screen(Confirm(question), lambda yes: yes and self.act(verb, job["id"]))
 
     def action_resume(self) -> None:
         job = self.selected()
