@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	touch $@
 
 demo: venv
-	HF_HUB_OFFLINE=1 $(BIN)/tuner demo
+	HF_HUB_OFFLINE=1 $(BIN)/tunerd demo
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)

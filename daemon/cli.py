@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("save", "ask a job to save a checkpoint now and go on", job=True)
     add("sample", "ask a job to run validation now and go on", job=True)
     add("resume", "run an ended job again from its latest checkpoint", job=True)
+    sp = add("demo", "train the built-in tiny Sana through the daemon and watch it (what `make demo` runs)")
+    sp.add_argument("--dir", default="demo-runs/sana-tiny", help="where the demo writes (default: %(default)s)")
+    sp.add_argument("--steps", type=int, help="override max_train_steps")
+    sp.add_argument("--no-attach", action="store_true", help="submit and return without watching")
     add("rm", "delete a job that is not running (its outputs stay unless --outputs)", job=True).add_argument(
         "--outputs", action="store_true", help="also delete the job's output_dir")
     return parser
@@ -207,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
             return _start(args)
         if args.command == "stop":
             return _stop(args)
+        if args.command == "demo":
+            from tuner.daemon.demo import run_demo
+            return run_demo(args)
         with Client() as client:
             reply = VERB_COMMANDS[args.command](client, args)
         if args.json and reply is not None:

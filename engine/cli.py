@@ -40,11 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a config folder, a config.json, or a job directory")
     p.add_argument("--plain", action="store_true", help="print log lines instead of the live display")
 
-    p = sub.add_parser("demo", help="train the built-in tiny Sana on a generated dataset and watch it")
+    p = sub.add_parser("demo", help="train the built-in tiny Sana on a generated dataset in this terminal "
+                                    "(`tunerd demo` runs it through the daemon)")
     p.add_argument("--dir", default="demo-runs/sana-tiny", help="where the demo writes (default: %(default)s)")
     p.add_argument("--steps", type=int, help="override max_train_steps")
     p.add_argument("--plain", action="store_true", help="print log lines instead of the live display")
-    p.add_argument("--no-daemon", action="store_true", help="train in this process instead of through tunerd")
 
     p = sub.add_parser("tiny", help="build a tiny model of a family from config (for tests and demos)")
     p.add_argument("family", choices=["sana", "sd3", "sanavideo"], help="model family")

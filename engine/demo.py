@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,11 @@ def make_dataset(folder: Path, count: int = 24, size: int = 128, seed: int = 0) 
 
 
 def write_demo_config(folder: Path, steps: int | None = None, *, model_dir: Path | None = None,
-                      images: int = 24, **overrides: Any) -> Path:
+                      images: int = 24, output_dir: Path | None = None, **overrides: Any) -> Path:
     """A complete config folder for the demo under `folder` (model, dataset, configs); returns the config folder.
 
-    `model_dir` reuses an already built tiny model; `overrides` replace config.json keys.
+    `model_dir` reuses an already built tiny model; `output_dir` defaults to `folder/output`;
+    `overrides` replace config.json keys. The model, dataset and caches are shared between runs.
     """
     from tuner.engine.tiny import build_tiny_sana
     from tuner.presets import apply_preset, load_preset
@@ -71,7 +73,7 @@ def write_demo_config(folder: Path, steps: int | None = None, *, model_dir: Path
     config_dir.mkdir(parents=True, exist_ok=True)
     base = {
         "pretrained_model_name_or_path": str(model),
-        "output_dir": str(folder / "output"),
+        "output_dir": str(Path(output_dir).resolve() if output_dir else folder / "output"),
         "data_backend_config": str(config_dir / "multidatabackend.json"),
         "user_prompt_library": str(config_dir / "user_prompt_library.json"),
         "validation_prompt": DEMO_PROMPTS["red_circle"],
@@ -93,13 +95,18 @@ def write_demo_config(folder: Path, steps: int | None = None, *, model_dir: Path
     return config_dir
 
 
+def new_run_dir(folder: Path) -> Path:
+    """A fresh output folder for one demo run (earlier runs' results stay where they are)."""
+    return Path(folder).resolve() / "runs" / time.strftime("%Y%m%d-%H%M%S")
+
+
 def command(args: Any) -> int:
-    """`tuner demo`: write the demo once, then train it and watch."""
+    """`tuner demo`: write the demo config, then train it in this process and watch."""
     from tuner.engine.runner import run, watch
 
-    config_dir = write_demo_config(Path(args.dir), steps=args.steps)
+    output = new_run_dir(Path(args.dir))
+    config_dir = write_demo_config(Path(args.dir), steps=args.steps, output_dir=output)
     print(f"demo config: {config_dir}  (edit it and run `tuner train {config_dir}`)")
-    job_dir = config_dir.parent / "output"
-    code = watch(lambda listener: run(config_dir, job_dir, listener), plain=args.plain, title="tuner demo: tiny Sana")
-    print(f"validation images: {job_dir / 'validation_images'}\npipeline: {job_dir / 'pipeline'}")
+    code = watch(lambda listener: run(config_dir, output, listener), plain=args.plain, title="tuner demo: tiny Sana")
+    print(f"validation images: {output / 'validation_images'}\npipeline: {output / 'pipeline'}")
     return code

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from tuner.daemon import protocol as p
 from tuner.daemon import runner, submit
-from tuner.daemon.attach import JobView
+from tuner.engine.liveview import LiveView
 from tuner.daemon.jobs import DAEMON_EVENTS, Job, JobStore, TransitionError
 from tuner.daemon.queue import Scheduler
 from tuner.engine.events import EventWriter
@@ -145,7 +145,7 @@ def test_submit_names_a_missing_or_broken_file(tmp_path):
 
 
 def test_attach_view_shows_progress_memory_files_and_log_lines():
-    view = JobView("j1")
+    view = LiveView(title="tunerd attach j1")
     feed = [
         ("daemon", {"type": "status", "job_state": "running", "reason": "engine pid 7"}),
         ("engine", {"type": "status", "phase": "training"}),
@@ -158,12 +158,12 @@ def test_attach_view_shows_progress_memory_files_and_log_lines():
         ("engine", {"type": "log", "level": "warning", "message": "loss is high"}),
     ]
     for stream, event in feed:
-        view.feed({"stream": stream, "event": event})
+        view.feed_message({"stream": stream, "event": event})
     console = Console(width=120, record=True)
     console.print(view)
     text = console.export_text()
-    for expected in ("running", "step 50/200", "loss 0.1234", "lr 1.00e-04", "2.50 it/s", "ETA 0:01:00",
-                     "allocated 2.0 GiB", "GPU 0 H100", "used 16.0 GiB", "/p/frame.png", "/v/cat.png",
+    for expected in ("running", "50/200", "0.1234", "1.00e-04", "2.50 it/s", "1:00",
+                     "2.0 GiB allocated", "GPU 0 H100", "16.0 GiB used", "/p/frame.png", "/v/cat.png",
                      "loss is high"):
         assert expected in text, expected
 

@@ -63,6 +63,15 @@ def train(bundle: Any, *, events: EventWriter, control: Control, preview_dir: Pa
     set_seed(seed + accelerator.process_index)
     generator = torch.Generator().manual_seed(seed + accelerator.process_index)
 
+    resume_from = checkpoint.resolve_resume(output_dir, cfg.resume_from_checkpoint)
+    if resume_from is None and checkpoint.checkpoint_dirs(output_dir):
+        # A fresh run here would mix its checkpoints with the earlier run's, and the rotation
+        # could delete the new ones: refuse before anything is loaded.
+        latest = checkpoint.find_latest(output_dir)
+        raise FileExistsError(
+            f"config.json: output_dir: {output_dir} already holds checkpoints of an earlier run (latest: {latest.name}); "
+            f"set \"resume_from_checkpoint\": \"latest\" to continue it, or choose a new output_dir")
+
     # --- load and cache --------------------------------------------------------------------
     events.emit("status", phase="loading", message=f"loading {cfg.model_family} from {cfg.pretrained_model_name_or_path}")
     # The family loads its text encoders and VAE only when something needs encoding (prepare_data)
@@ -96,7 +105,6 @@ def train(bundle: Any, *, events: EventWriter, control: Control, preview_dir: Pa
     raw_model = accelerator.unwrap_model(model)
 
     step, nan_streak = 0, 0
-    resume_from = checkpoint.resolve_resume(output_dir, cfg.resume_from_checkpoint)
     if resume_from is not None:
         state = checkpoint.load(resume_from, model=raw_model, optimizer=optimizer, scheduler=scheduler,
                                 ema=ema, generator=generator, rank=accelerator.process_index)
