@@ -19,6 +19,7 @@ alpha/dim, where LyCORIS uses 1.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tuner.engine.vram import factorization  # torch-free, shared with the VRAM estimate
+
+log = logging.getLogger(__name__)
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 COMFY_WEIGHTS = "pytorch_lora_weights_comfyui.safetensors"
@@ -199,6 +202,12 @@ def _lokr_targets(model: nn.Module, config: dict[str, Any]) -> dict[str, dict[st
     for name, module in model.named_modules():
         if names and _matches(name, names) and _is_linear(module):
             found.setdefault(name, dict(config))
+    present = {type(m).__name__ for m in model.modules()}
+    unused = [c for c in classes if c not in present] + [t for t in names if not any(_matches(n, [t]) for n in found)]
+    if unused:
+        # SimpleTuner's configs name FeedForward, which Sana's convolutional GLUMBConv is not.
+        log.warning("lycoris_config: %s match no linear layer of this model and are ignored "
+                    "(LoKr here wraps linear layers only)", unused)
     return {n: s for n, s in found.items() if not n.endswith(".base") and ".base." not in n}
 
 

@@ -241,3 +241,11 @@ def test_lokr_on_sd3_wraps_both_streams_and_reloads_identically(tmp_path, tiny_s
     reloaded = adapters.load_lokr(transformer(), tmp_path / "lokr")
     assert torch.equal(run(reloaded), run(model))
     assert not torch.allclose(run(reloaded), run(transformer()))
+
+
+def test_lycoris_targets_that_match_nothing_are_reported(tiny_sana, caplog):
+    config = adapters.read_lycoris_config(None)
+    config["apply_preset"] = {"target_module": ["Attention", "FeedForward"]}
+    with caplog.at_level("WARNING", logger="tuner.engine.adapters"):
+        adapters.add_lokr(_transformer(tiny_sana), config)
+    assert any("FeedForward" in r.getMessage() and "ignored" in r.getMessage() for r in caplog.records)
