@@ -176,3 +176,13 @@ def test_two_processes_under_accelerate_launch(tmp_path, tiny_sana):
     assert seqs == list(range(1, len(seqs) + 1))
     assert sorted(p.name for p in (tmp_path / "output" / "checkpoint-6").glob("rng-*.safetensors")) == [
         "rng-0.safetensors", "rng-1.safetensors"]
+
+
+def test_a_fresh_run_refuses_an_output_dir_with_an_earlier_runs_checkpoints(tmp_path, tiny_sana):
+    config = demo_config(tmp_path, tiny_sana, max_train_steps=2)
+    assert run(config, tmp_path / "job") == EXIT_DONE
+    before = sorted(p.name for p in (tmp_path / "output").iterdir())
+    assert run(config, tmp_path / "job2") == EXIT_FAILED
+    message = events_of(tmp_path / "job2", "error")[-1]["message"]
+    assert "already holds checkpoints" in message and "resume_from_checkpoint" in message
+    assert sorted(p.name for p in (tmp_path / "output").iterdir()) == before
