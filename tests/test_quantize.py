@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from engine_fixtures import demo_config
 from tuner.engine import adapters
@@ -115,3 +116,17 @@ def test_fp8_is_refused_on_gpus_older_than_ada(tmp_path, tiny_sana):
     old_gpu = describe(24, 1, bf16=True)
     issues = [str(i) for i in check_bundle(config, hardware=old_gpu) if i.level == "error"]
     assert any("fp8-quanto needs compute capability 8.9" in i for i in issues), issues
+
+
+@pytest.mark.parametrize("precision, optimizer", [("int8-quanto", "adamw_bf16"), ("nf4-bnb", "bnb-lion8bit-paged")])
+def test_bf16_recipes_of_the_presets_run_with_bf16_adapters(tmp_path, tiny_sana, precision, optimizer):
+    # The GPU presets' dtype path (bf16 weights, quantised base, bf16 adapter) on the CPU.
+    config = demo_config(tmp_path, tiny_sana, max_train_steps=2, model_type="lora", lora_type="lycoris",
+                         base_model_precision=precision, optimizer=optimizer, mixed_precision="bf16")
+    job = tmp_path / "job"
+    job.mkdir()
+    result = train(load_bundle(config), events=EventWriter(job / EVENTS), control=Control(job),
+                   preview_dir=job / "previews")
+    assert result.step == 2 and all(math.isfinite(loss) for _, loss in result.losses)
+    weights = load_file(str(result.pipeline / adapters.LOKR_WEIGHTS))
+    assert {t.dtype for k, t in weights.items() if ".lokr_" in k} == {torch.bfloat16}
