@@ -41,7 +41,8 @@ class StepScreen(Screen):
 
     def on_mount(self) -> None:
         self.call_after_refresh(self.focus_first)
-        self.title = f"New training — step {self.INDEX + 1} of {len(STEP_TITLES)}: {STEP_TITLES[self.INDEX]}"
+        what = f"Editing {self.state.config_folder}" if self.state.config_folder else "New training"
+        self.title = f"{what} — step {self.INDEX + 1} of {len(STEP_TITLES)}: {STEP_TITLES[self.INDEX]}"
 
     def focus_first(self) -> None:
         """Put the cursor in the step's first input, so typing starts there."""
