@@ -81,14 +81,21 @@ async def test_wizard_writes_files_that_check_clean_and_match_the_review(tmp_pat
         await pilot.press("ctrl+l")
         await next_step(pilot, TrainingStep)
         field(app.screen, "max_train_steps").value = "50"
+        field(app.screen, "learning_rate").value = "fast"
         field(app.screen, "output_dir").value = str(tmp_path / "out")
-        # Back and forth keeps what was entered.
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        assert isinstance(app.screen, TrainingStep)
+        assert "learning_rate" in str(app.screen.query_one("#step-problems").render())
+        # Back and forth keeps what was entered, even what is not valid yet.
         await pilot.press("ctrl+b")
         await settle(pilot)
         assert isinstance(app.screen, ValidationStep)
         assert field(app.screen, "validation_prompt").value == "a red circle on a white background"
         await next_step(pilot, TrainingStep)
         assert field(app.screen, "max_train_steps").value == "50"
+        assert field(app.screen, "learning_rate").value == "fast"
+        field(app.screen, "learning_rate").value = "2e-4"
         field(app.screen, "output_dir").value = str(tmp_path / "out")
         await next_step(pilot, ReviewStep)
         review = app.screen
@@ -104,6 +111,7 @@ async def test_wizard_writes_files_that_check_clean_and_match_the_review(tmp_pat
     assert not [i for i in check_bundle(target) if i.level == "error"]
     config = json.loads((target / "config.json").read_text())
     assert config["max_train_steps"] == 50 and config["output_dir"] == str(tmp_path / "out")
+    assert config["learning_rate"] == 2e-4
     assert config["validation_prompt"] == "a red circle on a white background"
     datasets = json.loads((target / "multidatabackend.json").read_text())
     assert datasets[0]["instance_data_dir"] == str(images)

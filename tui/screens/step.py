@@ -71,7 +71,10 @@ class StepScreen(Screen):
         from tuner.tui.screens.wizard import next_step
         self.app.push_screen(next_step(self.INDEX, self.state))
 
-    def action_back(self) -> None:
-        # Keep what was typed even if it is not valid yet: coming back shows it again.
+    def keep(self) -> None:
+        """Store what was entered, valid or not, so coming back shows it again."""
         self.save()
+
+    def action_back(self) -> None:
+        self.keep()
         self.app.pop_screen()

@@ -28,6 +28,15 @@ LABELS = {"validation_prompt": "prompt", "validation_negative_prompt": "negative
           "gradient_checkpointing_interval": "grad. checkpointing interval", "output_dir": "output folder"}
 
 
+def keep_raw(state, values: dict) -> None:
+    """Store entered values as typed (going back must not lose them; Next checks them again)."""
+    for key, value in values.items():
+        if value is None:
+            state.config.pop(key, None)
+        else:
+            state.config[key] = value
+
+
 class ValidationStep(StepScreen):
     """What is sampled during training, and the prompt library (Ctrl+L adds the portrait template)."""
 
@@ -54,6 +63,10 @@ class ValidationStep(StepScreen):
         library.text = to_text({**existing, **portrait_prompts(subject)})
         self.show_problems([])
 
+    def keep(self) -> None:
+        keep_raw(self.state, form_values(self))
+        self.state.prompts = from_text(self.query_one("#library", TextArea).text)[0]
+
     def save(self) -> list[str]:
         prompts, problems = from_text(self.query_one("#library", TextArea).text)
         problems = [f"prompt library {p}" for p in problems]
@@ -74,6 +87,9 @@ class TrainingStep(StepScreen):
     def body(self) -> ComposeResult:
         for key in TRAINING_KEYS:
             yield ConfigField(TrainConfig, key, self.state.config.get(key), label=LABELS.get(key))
+
+    def keep(self) -> None:
+        keep_raw(self.state, form_values(self))
 
     def save(self) -> list[str]:
         values = form_values(self)
