@@ -11,7 +11,7 @@ from typing import Any
 
 from tuner.engine.config import ConfigError, load_bundle
 from tuner.engine.events import EventWriter
-from tuner.engine.jobdir import ENGINE_LOG, EVENTS, JOB_RECORD, PREVIEWS
+from tuner.engine.jobdir import EVENTS, JOB_RECORD, PREVIEWS
 
 EXIT_DONE, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
 
@@ -21,6 +21,17 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+class _EventLogHandler(logging.Handler):
+    """Turns the engine modules' warnings into `log` events, so they reach the user, not only engine.log."""
+
+    def __init__(self, events: EventWriter):
+        super().__init__(level=logging.WARNING)
+        self.events = events
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.events.emit("log", level=record.levelname.lower(), message=record.getMessage())
+
+
 def run(config_path: Path, job_dir: Path, listener=None, base_dir: Path | None = None) -> int:
     """Load, validate and train; every outcome ends as events in job_dir/events.jsonl."""
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -28,6 +39,15 @@ def run(config_path: Path, job_dir: Path, listener=None, base_dir: Path | None =
     if listener is not None:
         events.add_listener(listener)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bridge = _EventLogHandler(events)
+    logging.getLogger("tuner").addHandler(bridge)
+    try:
+        return _run(config_path, job_dir, events, base_dir)
+    finally:
+        logging.getLogger("tuner").removeHandler(bridge)
+
+
+def _run(config_path: Path, job_dir: Path, events: EventWriter, base_dir: Path | None) -> int:
     try:
         bundle = load_bundle(config_path, base_dir=base_dir)
     except ConfigError as exc:
@@ -111,5 +131,3 @@ def _plain(event: dict[str, Any]) -> str:
     fields = {k: v for k, v in event.items() if k not in ("seq", "time", "type")}
     return f"{kind}: " + "  ".join(f"{k}={v}" for k, v in fields.items())
 
-
-__all__ = ["run", "run_job_dir", "command", "watch", "ENGINE_LOG"]

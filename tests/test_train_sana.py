@@ -186,3 +186,11 @@ def test_a_fresh_run_refuses_an_output_dir_with_an_earlier_runs_checkpoints(tmp_
     message = events_of(tmp_path / "job2", "error")[-1]["message"]
     assert "already holds checkpoints" in message and "resume_from_checkpoint" in message
     assert sorted(p.name for p in (tmp_path / "output").iterdir()) == before
+
+
+def test_engine_warnings_reach_the_event_stream(tmp_path, tiny_sana):
+    config = demo_config(tmp_path, tiny_sana, max_train_steps=1, optimizer="bnb-lion8bit-paged",
+                         mixed_precision="no")
+    assert run(config, tmp_path / "job") == EXIT_DONE
+    warnings = [e["message"] for e in events_of(tmp_path / "job", "log") if e["level"] == "warning"]
+    assert any("paged" in m.lower() for m in warnings), warnings

@@ -79,10 +79,22 @@ def _split_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[
     safetensors; the rest to JSON."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
+    storages: set[int] = set()
+
+    def own(t: torch.Tensor) -> torch.Tensor:
+        # safetensors refuses tensors that share memory (bitsandbytes shares one quantisation map
+        # between parameters): copy only those, so large states are not duplicated.
+        t = t.detach().contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in storages:
+            return t.clone()
+        storages.add(ptr)
+        return t
+
     for pid, state in sd["state"].items():
         for key, value in _flatten(state):
             if torch.is_tensor(value):
-                tensors[f"{pid}.{key}"] = value.detach().contiguous()
+                tensors[f"{pid}.{key}"] = own(value)
             else:
                 scalars.setdefault(str(pid), {})[key] = value
     groups = []
@@ -90,7 +102,7 @@ def _split_optimizer(sd: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[
         plain = {}
         for key, value in group.items():
             if torch.is_tensor(value):
-                tensors[f"group{index}.{key}"] = value.detach().contiguous()
+                tensors[f"group{index}.{key}"] = own(value)
             else:
                 plain[key] = value
         groups.append(plain)
