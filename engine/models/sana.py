@@ -135,7 +135,9 @@ class SanaFamily:
                  source_fingerprint(self.vae_source, (str(Path(self.vae_subfolder or "") / "config.json"),),
                                     (self.vae_subfolder or ".",)),
                  json_digest({"max_length": self.max_length, "instruction": self.instruction,
-                              "text_dtype": str(self.weight_dtype), "family": self.name})]
+                              "text_dtype": str(self.weight_dtype), "family": self.name,
+                              # a quantised text encoder gives (slightly) different embeddings
+                              "text_precision": getattr(self.cfg, "text_encoder_1_precision", None)})]
         return json_digest(parts)[:16]
 
     # --- encoding --------------------------------------------------------------------------------

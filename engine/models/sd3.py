@@ -92,7 +92,7 @@ class SD3Family:
         """Load both CLIPs and T5 with their tokenizers (weight_dtype, frozen, eval)."""
         if self.text_parts is not None:
             return
-        self.text_parts = load_text_components(self.source, self.weight_dtype, self.device)
+        self.text_parts = load_text_components(self.source, self.weight_dtype, self.device, self.cfg)
         # Caption dropout needs it after the encoders are unloaded, so it is made while loaded.
         self.empty_prompt()
 
@@ -129,7 +129,10 @@ class SD3Family:
                  source_fingerprint(self.vae_source, (str(Path(self.vae_subfolder or "") / "config.json"),),
                                     (self.vae_subfolder or ".",)),
                  json_digest({"max_length": self.max_length, **self.text_settings,
-                              "text_dtype": str(self.weight_dtype), "family": self.name})]
+                              "text_dtype": str(self.weight_dtype), "family": self.name,
+                              # quantised text encoders give (slightly) different embeddings
+                              "text_precision": [getattr(self.cfg, f"text_encoder_{i}_precision", None)
+                                                 for i in (1, 2, 3)]})]
         return json_digest(parts)[:16]
 
     # --- encoding --------------------------------------------------------------------------------

@@ -13,14 +13,20 @@ _TOKENIZERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
 _ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
-def load_text_components(source: str, dtype: torch.dtype, device: torch.device) -> dict[str, Any]:
-    """The three tokenizers and the three frozen text encoders (eval, on `device`), keyed as the pipeline names them."""
+def load_text_components(source: str, dtype: torch.dtype, device: torch.device, cfg: Any = None) -> dict[str, Any]:
+    """The three tokenizers and the three frozen text encoders (eval, on `device`, quantised as
+    `text_encoder_{1,2,3}_precision` say), keyed as the pipeline names them."""
     from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
 
+    from tuner.engine.quantize import quantize_text_encoder
+
     parts: dict[str, Any] = {name: load_component(AutoTokenizer, source, name) for name in _TOKENIZERS}
-    for name, cls in zip(_ENCODERS, (CLIPTextModelWithProjection, CLIPTextModelWithProjection, T5EncoderModel)):
-        encoder = load_component(cls, source, name, dtype=dtype)
-        parts[name] = encoder.requires_grad_(False).eval().to(device)
+    classes = (CLIPTextModelWithProjection, CLIPTextModelWithProjection, T5EncoderModel)
+    for index, (name, cls) in enumerate(zip(_ENCODERS, classes), start=1):
+        encoder = load_component(cls, source, name, dtype=dtype).requires_grad_(False).eval()
+        if cfg is not None:
+            encoder = quantize_text_encoder(encoder, cfg, index, device)
+        parts[name] = encoder.to(device)
     return parts
 
 
