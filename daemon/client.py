@@ -51,7 +51,12 @@ class Client:
             raise p.DaemonNotRunning(p.NOT_RUNNING_MESSAGE) from e
         self.file = self.sock.makefile("rb")
         self._ids = itertools.count(1)
-        self.hello = self.request("hello", version=p.PROTOCOL_VERSION)
+        try:
+            self.hello = self.request("hello", version=p.PROTOCOL_VERSION)
+        except ConnectionError as e:
+            # A daemon that is dying (or was just killed) can accept and then drop the connection.
+            self.close()
+            raise p.DaemonNotRunning(p.NOT_RUNNING_MESSAGE) from e
 
     def __enter__(self) -> Client:
         return self
@@ -110,7 +115,11 @@ class AsyncClient:
             self.reader, self.writer = await asyncio.open_unix_connection(str(self.path), limit=READ_LIMIT)
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise p.DaemonNotRunning(p.NOT_RUNNING_MESSAGE) from e
-        await self.request("hello", version=p.PROTOCOL_VERSION)
+        try:
+            await self.request("hello", version=p.PROTOCOL_VERSION)
+        except ConnectionError as e:  # reset, broken pipe, or closed before answering
+            await self.close()
+            raise p.DaemonNotRunning(p.NOT_RUNNING_MESSAGE) from e
         return self
 
     async def close(self) -> None:

@@ -28,3 +28,33 @@ def edit_config(config_dir: Path, **changes) -> None:
     data = json.loads(path.read_text())
     data.update(changes)
     path.write_text(json.dumps(data, indent=2))
+
+
+def copy_config_into(config_dir: Path, job_dir: Path) -> Path:
+    """A job directory holding the config files exactly as they run."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "multidatabackend.json", "user_prompt_library.json"):
+        if (config_dir / name).is_file():
+            (job_dir / name).write_bytes((config_dir / name).read_bytes())
+    return job_dir
+
+
+def launch_two_processes(job_dir: Path, timeout: float = 400):
+    """Run the engine on `job_dir` as two processes joined by gloo, as a 2-GPU job is launched.
+
+    `accelerate launch --cpu` starts a single process (its multi-CPU path needs mpirun); the
+    torchrun launcher starts two, and the engine joins them on the CPU when CUDA is absent.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a free rendezvous port, so parallel runs do not collide
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launcher = Path(sys.executable).with_name("accelerate")
+    return subprocess.run([str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "-m", "tuner.engine", str(job_dir)], env=env, capture_output=True, text=True, timeout=timeout)

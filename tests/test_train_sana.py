@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine_fixtures import demo_config, edit_config, events_of
+from engine_fixtures import copy_config_into, demo_config, edit_config, events_of, launch_two_processes
 from tuner.engine.config import load_bundle
 from tuner.engine.events import EventWriter
 from tuner.engine.jobdir import EVENTS, request
@@ -154,17 +154,10 @@ checkpoint.write_main(tmp, model=model, optimizer=opt, scheduler=torch.optim.lr_
 
 
 @pytest.mark.slow
-def test_two_processes_under_accelerate_launch(tmp_path, tiny_sana):
+def test_two_processes_train_the_right_global_step_count(tmp_path, tiny_sana):
     config = demo_config(tmp_path, tiny_sana, max_train_steps=6, train_batch_size=2, checkpoint_step_interval=3)
-    job = tmp_path / "job"
-    for name in ("config.json", "multidatabackend.json", "user_prompt_library.json"):
-        (job / name).parent.mkdir(parents=True, exist_ok=True)
-        (job / name).write_bytes((config / name).read_bytes())
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    launcher = Path(sys.executable).with_name("accelerate")
-    proc = subprocess.run([str(launcher), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tuner.engine", str(job)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    job = copy_config_into(config, tmp_path / "job")
+    proc = launch_two_processes(job)
     assert proc.returncode == 0, proc.stderr[-3000:]
     progress = events_of(job, "progress")
     assert progress[-1]["step"] == 6 and progress[-1]["total"] == 6

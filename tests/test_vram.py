@@ -126,7 +126,7 @@ def _cpu_overrides(preset, model: Path) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["sana-1.6b-multigpu-full", "sd35-large-multigpu-lora", "sanavideo-2b-multigpu-full"])
 def test_multigpu_preset_runs_under_accelerate_launch(tmp_path, request, name):
-    from engine_fixtures import demo_config, events_of
+    from engine_fixtures import copy_config_into, demo_config, events_of, launch_two_processes
 
     preset = load_preset(name)
     family = preset.model_family
@@ -137,16 +137,8 @@ def test_multigpu_preset_runs_under_accelerate_launch(tmp_path, request, name):
         config = video_config(tmp_path, model, **overrides)
     else:
         config = demo_config(tmp_path, model, **overrides)
-    job = tmp_path / "job"
-    job.mkdir()
-    for file in ("config.json", "multidatabackend.json", "user_prompt_library.json"):
-        if (config / file).is_file():
-            (job / file).write_bytes((config / file).read_bytes())
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    launcher = Path(sys.executable).with_name("accelerate")
-    proc = subprocess.run([str(launcher), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "tuner.engine", str(job)],
-                          env=env, capture_output=True, text=True, timeout=400)
+    job = copy_config_into(config, tmp_path / "job")
+    proc = launch_two_processes(job)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert events_of(job, "status")[-1]["phase"] == "done"
     progress = events_of(job, "progress")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,10 @@ def train(bundle: Any, *, events: EventWriter, control: Control, preview_dir: Pa
     """Run one training job described by a loaded config bundle; `stop_after` ends early (tests, benchmarks)."""
     cfg = bundle.train
     output_dir = bundle.resolve(cfg.output_dir)
-    accelerator = Accelerator(mixed_precision="fp16" if cfg.mixed_precision == "fp16" else "no")
+    # Several processes without CUDA (torchrun / `accelerate launch --multi_gpu` on a CPU machine):
+    # accelerate joins them with gloo only when told this is a CPU run.
+    cpu_group = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(cpu=cpu_group, mixed_precision="fp16" if cfg.mixed_precision == "fp16" else "no")
     main = accelerator.is_main_process
     if accelerator.device.type == "cpu":
         # Denormal floats make CPU kernels crawl (10x slower steps as weights settle).
