@@ -1,15 +1,12 @@
 """A light dataset scan for the wizard: counts, sizes, aspect buckets and what would stop training.
 
-The engine's scan lives in tuner.engine.data, whose package __init__ imports torch, so none of
-its modules can be imported here. This mirrors the few rules the wizard needs (discovery,
-captions, size units, aspect buckets, the batch-size checks of prepare.py) and reads only image
-headers with PIL.
+It applies the engine's own torch-free rules (discovery, captions, size units, aspect buckets)
+and the batch-size checks of engine/data/prepare.py, reading only image headers with PIL.
 """
 from __future__ import annotations
 
 import math
-import os
-import re
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +14,14 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp"})
+from tuner.engine.data.buckets import choose_aspect, parse_aspect_buckets, size_for_aspect
+from tuner.engine.data.captions import captions_for
+from tuner.engine.data.discovery import find_images
+from tuner.engine.data.errors import DataError
+from tuner.engine.data.sizing import measure
+
 # Image sides are multiples of VAE factor × patch size (the family modules compute the same numbers).
 ALIGNMENT = {"sana": 32, "sanavideo": 32, "sd3": 16}
-MEGAPIXEL = 1_000_000
 
 
 @dataclass
@@ -39,49 +40,24 @@ class ScanReport:
     suggested_repeats: int | None = None
 
 
-def find_images(folder: Path) -> list[Path]:
-    """Every image under `folder`, recursive, hidden files and folders skipped (as the engine does)."""
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root) / n for n in files
-                  if not n.startswith(".") and os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
-    return sorted(found)
-
-
 def has_caption(path: Path, strategy: str, instance_prompt: str | None) -> bool:
     """Whether the engine would find a caption for this image."""
-    if strategy == "textfile":
-        txt = path.with_suffix(".txt")
-        return txt.is_file() and bool(txt.read_text(encoding="utf-8", errors="replace").strip())
-    if strategy == "instanceprompt":
-        return bool(instance_prompt)
-    return bool(re.sub(r"[_\-\s\d]+", "", path.stem))
-
-
-def measure(width: int, height: int, unit: str) -> float:
-    """An image's size in a resolution unit: shorter edge, megapixels, or area as an edge."""
-    if unit == "area":
-        return width * height / MEGAPIXEL
-    if unit == "pixel_area":
-        return math.sqrt(width * height)
-    return float(min(width, height))
+    try:
+        return bool(captions_for(path, strategy, instance_prompt, dataset_id=path.parent.name))
+    except DataError:
+        return False
 
 
 def bucket_for(width: int, height: int, dataset: dict[str, Any], resolution: float, unit: str,
                alignment: int) -> tuple[int, int]:
-    """The training size an image lands in (square crops, else its own aspect)."""
+    """The training size an image lands in, by the engine's bucket rules (a random aspect shows as the image's own)."""
     crop_aspect = dataset.get("crop_aspect", "square")
-    aspect = 1.0 if dataset.get("crop") and crop_aspect == "square" else width / height
-    if dataset.get("crop") and crop_aspect == "closest" and dataset.get("crop_aspect_buckets"):
-        choices = [float(b["aspect_bucket"] if isinstance(b, dict) else b) for b in dataset["crop_aspect_buckets"]]
-        aspect = min(choices, key=lambda a: abs(math.log(a / aspect)))
-    if unit == "pixel":
-        w, h = (resolution * aspect, resolution) if aspect >= 1 else (resolution, resolution / aspect)
-    else:
-        area = resolution * MEGAPIXEL if unit == "area" else resolution ** 2
-        w, h = math.sqrt(area * aspect), math.sqrt(area / aspect)
-    return (max(alignment, round(w / alignment) * alignment), max(alignment, round(h / alignment) * alignment))
+    buckets = parse_aspect_buckets(dataset.get("crop_aspect_buckets"), dataset.get("id", "dataset"))
+    if crop_aspect == "random" or (crop_aspect == "closest" and not buckets):
+        crop_aspect = "preserve"
+    aspect = choose_aspect(width, height, bool(dataset.get("crop")), crop_aspect, buckets, random.Random(0),
+                           dataset.get("id", "dataset"))
+    return size_for_aspect(aspect, resolution, unit, alignment)
 
 
 def scan_folder(dataset: dict[str, Any], config: dict[str, Any], processes: int = 1) -> ScanReport:
