@@ -222,6 +222,8 @@ class TrainConfig(BaseModel):
         "empty_string", description="SD3: T5 embedding for dropped captions: an empty prompt or zeros.")
     tokenizer_max_length: Optional[int] = Field(
         None, ge=1, description="Text tokens per prompt (unset: Sana 300, SD3 T5 154).")
+    sana_complex_human_instruction: Optional[list[str]] = Field(
+        None, description="Sana: lines prepended to every prompt before Gemma encodes it (unset: the model's own; [] turns it off).")
 
     # --- noise schedule ----------------------------------------------------------------------
     flow_schedule_shift: float = Field(
@@ -305,6 +307,17 @@ class TrainConfig(BaseModel):
     @classmethod
     def _skip_layers(cls, value: Any) -> Any:
         return _split_list(value)
+
+    @field_validator("sana_complex_human_instruction", mode="before")
+    @classmethod
+    def _instruction_lines(cls, value: Any) -> Any:
+        # SimpleTuner takes it as one string; a JSON list or lines of text both work here.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [] if text.lower() in ("", "none", "false") else text.splitlines()
+        return value
 
     @field_validator("validation_resolution", mode="before")
     @classmethod

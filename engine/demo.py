@@ -67,7 +67,7 @@ def write_demo_config(folder: Path, steps: int | None = None, *, model_dir: Path
     from tuner.presets import apply_preset, load_preset
 
     folder = Path(folder).resolve()
-    model = Path(model_dir) if model_dir is not None else build_tiny_sana(folder / "model")
+    model = Path(model_dir) if model_dir is not None else build_tiny_sana(folder / "model", size="demo")
     dataset = make_dataset(folder / "dataset", count=images)
     config_dir = folder / "config"
     config_dir.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,8 @@ class LiveView:
             self.message = event.get("message") or ""
         elif kind == "progress":
             self.progress = event
+            if self.phase == "training":
+                self.message = ""  # "step 0 of N" from the start of the phase is stale now
         elif kind == "memory":
             self.memory = event
         elif kind == "cache":

@@ -10,11 +10,13 @@ from pathlib import Path
 TINY_SANA_VERSION = 2
 TINY_SD3_VERSION = 2
 TINY_SANAVIDEO_VERSION = 1
+DEMO_SANA_VERSION = 1
 MARKER = "tiny.json"
 _PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 _SD3_PARTS = _PARTS + ("text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3")
-VERSIONS = {"sana": TINY_SANA_VERSION, "sd3": TINY_SD3_VERSION, "sanavideo": TINY_SANAVIDEO_VERSION}
-_PARTS_OF = {"sana": _PARTS, "sd3": _SD3_PARTS, "sanavideo": _PARTS}
+VERSIONS = {"sana": TINY_SANA_VERSION, "sd3": TINY_SD3_VERSION, "sanavideo": TINY_SANAVIDEO_VERSION,
+            "sana-demo": DEMO_SANA_VERSION}
+_PARTS_OF = {"sana": _PARTS, "sd3": _SD3_PARTS, "sanavideo": _PARTS, "sana-demo": _PARTS}
 
 
 def _marker(seed: int, family: str = "sana") -> dict:
