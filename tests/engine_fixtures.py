@@ -58,3 +58,15 @@ def launch_two_processes(job_dir: Path, timeout: float = 400):
     return subprocess.run([str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                            "--main_process_port", str(port), "--mixed_precision", "no", "--dynamo_backend", "no",
                            "-m", "tuner.engine", str(job_dir)], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def train_config(config_dir: Path, job_dir: Path, **kw):
+    """Run the real training loop on a config folder in this process; returns its TrainResult."""
+    from tuner.engine.config import load_bundle
+    from tuner.engine.events import EventWriter
+    from tuner.engine.train.control import Control
+    from tuner.engine.train.loop import train
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    return train(load_bundle(config_dir), events=EventWriter(job_dir / EVENTS), control=Control(job_dir),
+                 preview_dir=job_dir / "previews", **kw)

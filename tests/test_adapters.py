@@ -8,13 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine_fixtures import demo_config, edit_config
+from engine_fixtures import demo_config, edit_config, train_config
 from tuner.engine import adapters
-from tuner.engine.config import load_bundle
-from tuner.engine.events import EventWriter
-from tuner.engine.jobdir import EVENTS
-from tuner.engine.train.control import Control
-from tuner.engine.train.loop import train
 
 LOKR = dict(model_type="lora", lora_type="lycoris", optimizer="adamw", mixed_precision="no")
 
@@ -29,12 +24,6 @@ def _small(config_dir: Path, size: int = 32) -> Path:
     path.write_text(json.dumps(datasets, indent=2))
     edit_config(config_dir, resolution=size)
     return config_dir
-
-
-def _train(config_dir: Path, job_dir: Path, **kw):
-    job_dir.mkdir(parents=True, exist_ok=True)
-    return train(load_bundle(config_dir), events=EventWriter(job_dir / EVENTS), control=Control(job_dir),
-                 preview_dir=job_dir / "previews", **kw)
 
 
 def _transformer(tiny: Path):
@@ -96,7 +85,7 @@ def test_lokr_trains_saves_and_reloads_with_identical_outputs(tmp_path, tiny_san
     lyco = _lycoris_file(tmp_path)
     config = _small(demo_config(tmp_path, tiny_sana, images=4, max_train_steps=60, train_batch_size=4,
                                 learning_rate=3e-3, flow_use_uniform_schedule=False, lycoris_config=str(lyco), **LOKR))
-    result = _train(config, tmp_path / "job")
+    result = train_config(config, tmp_path / "job")
     losses = [loss for _, loss in result.losses]
     start, end = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert end < 0.75 * start, f"LoKr did not learn: first 10 steps {start:.3f}, last 10 {end:.3f}"
@@ -125,12 +114,12 @@ def test_lokr_trains_saves_and_reloads_with_identical_outputs(tmp_path, tiny_san
 
 def test_lokr_resume_continues_exactly(tmp_path, tiny_sana):
     opts = dict(max_train_steps=8, caption_dropout_probability=0.3, use_ema=True, **LOKR)
-    full = _train(_small(demo_config(tmp_path / "a", tiny_sana, **opts)), tmp_path / "a" / "job").losses
+    full = train_config(_small(demo_config(tmp_path / "a", tiny_sana, **opts)), tmp_path / "a" / "job").losses
     split = _small(demo_config(tmp_path / "b", tiny_sana, **opts))
-    first = _train(split, tmp_path / "b" / "job", stop_after=4)
+    first = train_config(split, tmp_path / "b" / "job", stop_after=4)
     assert first.stopped and first.step == 4
     edit_config(split, resume_from_checkpoint="latest")
-    second = _train(split, tmp_path / "b" / "job")
+    second = train_config(split, tmp_path / "b" / "job")
     assert [s for s, _ in second.losses] == list(range(5, 9))
     for (step, expected), (_, got) in zip(full[4:], second.losses):
         assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), f"step {step} differs after resume"
@@ -195,7 +184,7 @@ def test_sd3_lora_trains_and_loads_through_stable_diffusion_3_pipeline(tmp_path,
     config = demo_config(tmp_path, tiny_sd3, model_family="sd3", model_type="lora", lora_type="standard",
                          lora_rank=4, base_model_precision=precision, optimizer="adamw", mixed_precision="no",
                          learning_rate=1e-2, max_train_steps=3)
-    result = _train(config, tmp_path / "job")
+    result = train_config(config, tmp_path / "job")
     assert result.step == 3
     out = result.pipeline
     assert {adapters.LORA_WEIGHTS, adapters.COMFY_WEIGHTS} <= {p.name for p in out.iterdir()}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,27 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine_fixtures import copy_config_into, demo_config, edit_config, events_of, launch_two_processes
-from tuner.engine.config import load_bundle
-from tuner.engine.events import EventWriter
-from tuner.engine.jobdir import EVENTS, request
+from engine_fixtures import copy_config_into, demo_config, edit_config, events_of, launch_two_processes, train_config
+from tuner.engine.jobdir import request
 from tuner.engine.runner import EXIT_DONE, EXIT_FAILED, EXIT_STOPPED, run
 from tuner.engine.train import checkpoint
-from tuner.engine.train.control import Control
-from tuner.engine.train.loop import train
-
-
-def _train(config_dir: Path, job_dir: Path, **kw):
-    bundle = load_bundle(config_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    return train(bundle, events=EventWriter(job_dir / EVENTS), control=Control(job_dir),
-                 preview_dir=job_dir / "previews", **kw)
 
 
 def test_overfit_four_images_loss_falls(tmp_path, tiny_sana):
     config = demo_config(tmp_path, tiny_sana, images=4, max_train_steps=120, train_batch_size=4,
                          learning_rate=2e-3, optimizer="adamw", flow_use_uniform_schedule=False)
-    result = _train(config, tmp_path / "job")
+    result = train_config(config, tmp_path / "job")
     losses = [loss for _, loss in result.losses]
     start, end = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert len(losses) == 120
@@ -40,14 +28,14 @@ def test_overfit_four_images_loss_falls(tmp_path, tiny_sana):
 def test_resume_continues_exactly(tmp_path, tiny_sana):
     straight = demo_config(tmp_path / "a", tiny_sana, max_train_steps=10, caption_dropout_probability=0.3,
                            use_ema=True)
-    full = _train(straight, tmp_path / "a" / "job").losses
+    full = train_config(straight, tmp_path / "a" / "job").losses
 
     split = demo_config(tmp_path / "b", tiny_sana, max_train_steps=10, caption_dropout_probability=0.3,
                         use_ema=True)
-    first = _train(split, tmp_path / "b" / "job", stop_after=5)
+    first = train_config(split, tmp_path / "b" / "job", stop_after=5)
     assert first.stopped and first.step == 5
     edit_config(split, resume_from_checkpoint="latest")
-    second = _train(split, tmp_path / "b" / "job")
+    second = train_config(split, tmp_path / "b" / "job")
     assert [s for s, _ in second.losses] == list(range(6, 11))
     for (step, expected), (_, got) in zip(full[5:], second.losses):
         assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), f"step {step} differs after resume"
@@ -55,7 +43,7 @@ def test_resume_continues_exactly(tmp_path, tiny_sana):
 
 def test_output_pipeline_loads_in_diffusers_and_generates(tmp_path, tiny_sana):
     config = demo_config(tmp_path, tiny_sana, max_train_steps=3)
-    result = _train(config, tmp_path / "job")
+    result = train_config(config, tmp_path / "job")
     from diffusers import SanaPipeline
 
     pipe = SanaPipeline.from_pretrained(result.pipeline)
@@ -73,7 +61,7 @@ def test_validation_and_previews_in_expected_numbers(tmp_path, tiny_sana):
                          validation_preview=True, validation_preview_steps=5, validation_resolution="64,64x32",
                          use_ema=True, ema_validation="comparison")
     job = tmp_path / "job"
-    _train(config, job)
+    train_config(config, job)
     prompts = 1 + len(json.loads((config / "user_prompt_library.json").read_text()))
     # validations at steps 2 and 4; each: prompts × (trained, EMA) × 2 resolutions
     images = sorted((tmp_path / "output" / "validation_images").rglob("*.png"))
@@ -124,7 +112,7 @@ def test_bad_config_fails_before_loading_anything(tmp_path, tiny_sana):
 
 def test_killed_during_checkpoint_save_leaves_a_loadable_latest(tmp_path, tiny_sana):
     config = demo_config(tmp_path, tiny_sana, max_train_steps=6, checkpoint_step_interval=2)
-    _train(config, tmp_path / "job", stop_after=2)
+    train_config(config, tmp_path / "job", stop_after=2)
     output = tmp_path / "output"
     assert checkpoint.find_latest(output).name == "checkpoint-2"
     # A child process writes the next checkpoint with the real code, slowed inside the write;
@@ -149,7 +137,7 @@ checkpoint.write_main(tmp, model=model, optimizer=opt, scheduler=torch.optim.lr_
     assert (output / ".checkpoint-4.tmp").is_dir()
     assert checkpoint.find_latest(output).name == "checkpoint-2"
     edit_config(config, resume_from_checkpoint="latest")
-    result = _train(config, tmp_path / "job")
+    result = train_config(config, tmp_path / "job")
     assert result.losses[0][0] == 3 and result.step == 6
 
 

@@ -8,27 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine_fixtures import edit_config, events_of
-from tuner.engine.config import load_bundle
+from engine_fixtures import edit_config, events_of, train_config
 from tuner.engine.data.video import probe_video
-from tuner.engine.events import EventWriter
-from tuner.engine.jobdir import EVENTS
 from tuner.engine.train import crepa as crepa_module
-from tuner.engine.train.control import Control
-from tuner.engine.train.loop import train
 from video_fixtures import video_config
-
-
-def _train(config_dir: Path, job_dir: Path, **kw):
-    job_dir.mkdir(parents=True, exist_ok=True)
-    return train(load_bundle(config_dir), events=EventWriter(job_dir / EVENTS), control=Control(job_dir),
-                 preview_dir=job_dir / "previews", **kw)
 
 
 def test_overfit_four_clips_loss_falls(tmp_path, tiny_sanavideo):
     config = video_config(tmp_path, tiny_sanavideo, clips=4, max_train_steps=40, train_batch_size=4,
                           learning_rate=2e-3)
-    losses = [loss for _, loss in _train(config, tmp_path / "job").losses]
+    losses = [loss for _, loss in train_config(config, tmp_path / "job").losses]
     start, end = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert len(losses) == 40
     assert end < 0.75 * start, f"loss did not fall: first 5 steps {start:.3f}, last 5 {end:.3f}"
@@ -36,12 +25,12 @@ def test_overfit_four_clips_loss_falls(tmp_path, tiny_sanavideo):
 
 def test_resume_continues_exactly(tmp_path, tiny_sanavideo):
     opts = dict(max_train_steps=6, caption_dropout_probability=0.3, use_ema=True, ema_validation="none")
-    full = _train(video_config(tmp_path / "a", tiny_sanavideo, **opts), tmp_path / "a" / "job").losses
+    full = train_config(video_config(tmp_path / "a", tiny_sanavideo, **opts), tmp_path / "a" / "job").losses
     split = video_config(tmp_path / "b", tiny_sanavideo, **opts)
-    first = _train(split, tmp_path / "b" / "job", stop_after=3)
+    first = train_config(split, tmp_path / "b" / "job", stop_after=3)
     assert first.stopped and first.step == 3
     edit_config(split, resume_from_checkpoint="latest")
-    second = _train(split, tmp_path / "b" / "job")
+    second = train_config(split, tmp_path / "b" / "job")
     assert [s for s, _ in second.losses] == [4, 5, 6]
     for (step, expected), (_, got) in zip(full[3:], second.losses):
         assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), f"step {step} differs after resume"
@@ -53,7 +42,7 @@ def test_validation_video_has_the_configured_frames_and_rate(tmp_path, tiny_sana
                           validation_num_video_frames=9, framerate=12, validation_num_inference_steps=4,
                           validation_preview=True, validation_preview_steps=2)
     job = tmp_path / "job"
-    result = _train(config, job)
+    result = train_config(config, job)
     videos = sorted((tmp_path / "output" / "validation_images").rglob("*.mp4"))
     assert [v.name for v in videos] == ["validation-64x64.mp4", "validation-96x64.mp4"]
     for video, size in zip(videos, [(64, 64), (96, 64)]):
@@ -78,7 +67,7 @@ def test_group_offload_run_trains_with_finite_loss(tmp_path, tiny_sanavideo):
     config = video_config(tmp_path, tiny_sanavideo, max_train_steps=3, enable_group_offload=True,
                           group_offload_type="leaf_level", group_offload_use_stream=True,
                           gradient_checkpointing=True)
-    result = _train(config, tmp_path / "job")
+    result = train_config(config, tmp_path / "job")
     assert len(result.losses) == 3 and all(math.isfinite(loss) for _, loss in result.losses)
     assert (result.pipeline / "transformer").is_dir()
 
@@ -97,8 +86,8 @@ def test_crepa_run_trains_and_checkpoints_its_head(tmp_path, tiny_sanavideo, mon
                         lambda name, size, device, dtype: crepa_module.FrameEncoder(encoder, size))
     opts = dict(max_train_steps=4, crepa_enabled=True, crepa_block_index=1, crepa_encoder="dinov2_vits14",
                 crepa_encoder_image_size=28, crepa_lambda=0.5)
-    with_crepa = _train(video_config(tmp_path / "a", tiny_sanavideo, **opts), tmp_path / "a" / "job")
-    plain = _train(video_config(tmp_path / "b", tiny_sanavideo, max_train_steps=4), tmp_path / "b" / "job")
+    with_crepa = train_config(video_config(tmp_path / "a", tiny_sanavideo, **opts), tmp_path / "a" / "job")
+    plain = train_config(video_config(tmp_path / "b", tiny_sanavideo, max_train_steps=4), tmp_path / "b" / "job")
     assert all(math.isfinite(loss) for _, loss in with_crepa.losses)
     # The reported loss carries CREPA's term on top of the same flow loss (same seed, same data).
     assert with_crepa.losses[0][1] > plain.losses[0][1]
@@ -141,6 +130,6 @@ def test_the_16gb_tier_recipe_lokr_on_int8_trains(tmp_path, tiny_sanavideo):
     # presets/sanavideo-2b-16gb-lokr-int8.toml: an adapter on a quantised base, since full-rank cannot be quantised.
     config = video_config(tmp_path, tiny_sanavideo, max_train_steps=3, model_type="lora", lora_type="lycoris",
                           base_model_precision="int8-quanto", gradient_checkpointing=True)
-    result = _train(config, tmp_path / "job")
+    result = train_config(config, tmp_path / "job")
     assert len(result.losses) == 3 and all(math.isfinite(loss) for _, loss in result.losses)
     assert (result.pipeline / "lycoris_weights.safetensors").is_file()

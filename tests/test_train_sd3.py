@@ -6,13 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine_fixtures import demo_config, edit_config, events_of
+from engine_fixtures import demo_config, edit_config, events_of, train_config
 from tuner.engine.config import load_bundle
 from tuner.engine.config_rules import run_rules
-from tuner.engine.events import EventWriter
-from tuner.engine.jobdir import EVENTS
-from tuner.engine.train.control import Control
-from tuner.engine.train.loop import train
 
 
 def sd3_config(tmp: Path, model: Path, **overrides) -> Path:
@@ -22,17 +18,10 @@ def sd3_config(tmp: Path, model: Path, **overrides) -> Path:
     return config
 
 
-def _train(config_dir: Path, job_dir: Path, **kw):
-    bundle = load_bundle(config_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
-    return train(bundle, events=EventWriter(job_dir / EVENTS), control=Control(job_dir),
-                 preview_dir=job_dir / "previews", **kw)
-
-
 def test_overfit_four_images_loss_falls(tmp_path, tiny_sd3):
     config = sd3_config(tmp_path, tiny_sd3, images=4, max_train_steps=60, train_batch_size=4,
                         learning_rate=2e-3, optimizer="adamw", flow_use_uniform_schedule=False)
-    result = _train(config, tmp_path / "job")
+    result = train_config(config, tmp_path / "job")
     losses = [loss for _, loss in result.losses]
     start, end = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert len(losses) == 60
@@ -42,13 +31,13 @@ def test_overfit_four_images_loss_falls(tmp_path, tiny_sd3):
 def test_resume_continues_exactly(tmp_path, tiny_sd3):
     settings = dict(max_train_steps=10, caption_dropout_probability=0.3, use_ema=True,
                     sd3_t5_uncond_behaviour="zero", flow_schedule_auto_shift=True)
-    full = _train(sd3_config(tmp_path / "a", tiny_sd3, **settings), tmp_path / "a" / "job").losses
+    full = train_config(sd3_config(tmp_path / "a", tiny_sd3, **settings), tmp_path / "a" / "job").losses
 
     split = sd3_config(tmp_path / "b", tiny_sd3, **settings)
-    first = _train(split, tmp_path / "b" / "job", stop_after=5)
+    first = train_config(split, tmp_path / "b" / "job", stop_after=5)
     assert first.stopped and first.step == 5
     edit_config(split, resume_from_checkpoint="latest")
-    second = _train(split, tmp_path / "b" / "job")
+    second = train_config(split, tmp_path / "b" / "job")
     assert [s for s, _ in second.losses] == list(range(6, 11))
     for (step, expected), (_, got) in zip(full[5:], second.losses):
         assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), f"step {step} differs after resume"
@@ -60,7 +49,7 @@ def test_validation_with_skip_layer_guidance_and_export_loads_in_diffusers(tmp_p
                         validation_resolution="64", validation_guidance_skip_layers=[1],
                         tokenizer_max_length=77, t5_padding="zero")
     job = tmp_path / "job"
-    result = _train(config, job)
+    result = train_config(config, job)
     images = sorted((tmp_path / "output" / "validation_images").rglob("*.png"))
     assert images and all(p.parent.name == "step-000002" for p in images)
     previews = events_of(job, "preview")

@@ -2,11 +2,13 @@
 every N-th block, fingerprints, and turning decoded tensors into images."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +186,42 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
         if not isinstance(inner, torch.nn.Module):
             return model
         model = inner
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: Path) -> Iterator[Path]:
+    """A temporary sibling of `folder` to fill; it replaces `folder` only when the block completes."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def base_folder(source: str, parts: Iterable[str]) -> Path:
+    """The base model as a local folder (a hub id resolves to its cached snapshot of `parts`)."""
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import snapshot_download
+
+    patterns = ["model_index.json"] + [f"{part}/*" for part in parts]
+    return Path(snapshot_download(source, allow_patterns=patterns))
+
+
+def save_pipeline_folder(folder: Path, source: str, copied_parts: Iterable[str], vae: torch.nn.Module,
+                         model: torch.nn.Module) -> None:
+    """A diffusers pipeline folder: the trained transformer, the VAE in use, the other parts linked from the base."""
+    copied_parts = tuple(copied_parts)
+    base = base_folder(source, copied_parts)
+    with atomic_folder(folder) as tmp:
+        shutil.copy2(base / "model_index.json", tmp / "model_index.json")
+        for part in copied_parts:
+            shutil.copytree(base / part, tmp / part, copy_function=link_or_copy)
+        vae.save_pretrained(tmp / "vae", safe_serialization=True)
+        unwrap(model).save_pretrained(tmp / "transformer", safe_serialization=True)

@@ -3,8 +3,6 @@ and T5 (sd3_text.py), sampled with StableDiffusion3Pipeline, optionally with ski
 from __future__ import annotations
 
 import gc
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,8 +10,8 @@ from typing import Any, ClassVar
 import torch
 
 from tuner.engine.models.common import (
-    checkpoint_blocks, json_digest, link_or_copy, load_component, model_dtype, resolve_source, source_fingerprint,
-    tensor_to_pil, unwrap,
+    checkpoint_blocks, json_digest, load_component, model_dtype, resolve_source, save_pipeline_folder,
+    source_fingerprint, tensor_to_pil, unwrap,
 )
 from tuner.engine.models.sd3_text import DEFAULT_T5_LENGTH, SD3PromptEncoder, load_text_components
 
@@ -251,30 +249,6 @@ class SD3Family:
         return tensor_to_pil(pixels)[0]
 
     def save_pipeline(self, model: torch.nn.Module, folder: Path) -> None:
-        """A StableDiffusion3Pipeline folder: the trained transformer, the VAE in use, the rest copied from the base."""
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        base = self._base_folder()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-        try:
-            shutil.copy2(base / "model_index.json", tmp / "model_index.json")
-            for part in _COPIED_PARTS:
-                shutil.copytree(base / part, tmp / part, copy_function=link_or_copy)
-            self.load_vae()
-            self.vae.save_pretrained(tmp / "vae", safe_serialization=True)
-            unwrap(model).save_pretrained(tmp / "transformer", safe_serialization=True)
-            if folder.exists():
-                shutil.rmtree(folder)
-            tmp.rename(folder)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-
-    def _base_folder(self) -> Path:
-        """The base model as a local folder (hub ids resolve to their cached snapshot)."""
-        if Path(self.source).is_dir():
-            return Path(self.source)
-        from huggingface_hub import snapshot_download
-
-        patterns = ["model_index.json"] + [f"{part}/*" for part in _COPIED_PARTS]
-        return Path(snapshot_download(self.source, allow_patterns=patterns))
+        """A StableDiffusion3Pipeline folder: the trained transformer, the VAE in use, the rest linked from the base."""
+        self.load_vae()
+        save_pipeline_folder(Path(folder), self.source, _COPIED_PARTS, self.vae, model)
