@@ -1,7 +1,6 @@
 """SVG snapshots of the main screens (pytest-textual-snapshot); `--snapshot-update` after a deliberate change."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

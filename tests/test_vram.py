@@ -3,7 +3,6 @@ and the multi-GPU presets it sizes run under accelerate launch on the tiny model
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
