@@ -188,6 +188,30 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
         model = inner
 
 
+def load_frozen(cls: type, source: str, subfolder: str | None, dtype: torch.dtype,
+                device: torch.device) -> torch.nn.Module:
+    """A component that never trains (a VAE): loaded in `dtype`, frozen, in eval mode, on `device`."""
+    module = load_component(cls, source, subfolder, torch_dtype=dtype)
+    return module.requires_grad_(False).eval().to(device)
+
+
+def load_denoiser(cls: type, source: str, dtype: torch.dtype, device: torch.device, cfg: Any) -> torch.nn.Module:
+    """The transformer to train: in `dtype`, train mode, with (interval) gradient checkpointing as configured."""
+    model = load_component(cls, source, "transformer", torch_dtype=dtype)
+    if getattr(cfg, "gradient_checkpointing", False):
+        checkpoint_blocks(model, model.transformer_blocks, getattr(cfg, "gradient_checkpointing_interval", None))
+    return model.to(device).train()
+
+
+def free_memory(device: torch.device) -> None:
+    """Return memory of dropped modules now (after text encoders are unloaded)."""
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 @contextlib.contextmanager
 def atomic_folder(folder: Path) -> Iterator[Path]:
     """A temporary sibling of `folder` to fill; it replaces `folder` only when the block completes."""

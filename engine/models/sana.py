@@ -2,7 +2,6 @@
 "complex human instruction", sampled with SanaPipeline."""
 from __future__ import annotations
 
-import gc
 import inspect
 import warnings
 from pathlib import Path
@@ -11,8 +10,8 @@ from typing import Any, ClassVar
 import torch
 
 from tuner.engine.models.common import (
-    checkpoint_blocks, json_digest, load_component, model_dtype, resolve_source, save_pipeline_folder,
-    source_fingerprint, tensor_to_pil, unwrap,
+    free_memory, json_digest, load_component, load_denoiser, load_frozen, model_dtype, resolve_source,
+    save_pipeline_folder, source_fingerprint, tensor_to_pil, unwrap,
 )
 
 DEFAULT_MODEL = "terminusresearch/sana-1.6b-1024px"
@@ -103,9 +102,7 @@ class SanaFamily:
     def unload_text_encoders(self) -> None:
         """Drop the text encoder and return its memory."""
         self.text_encoder = None
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_memory(self.device)
 
     def load_vae(self) -> None:
         """Load AutoencoderDC in fp32 (its activations overflow in half precision)."""
@@ -113,18 +110,13 @@ class SanaFamily:
             return
         from diffusers import AutoencoderDC
 
-        vae = load_component(AutoencoderDC, self.vae_source, self.vae_subfolder, torch_dtype=torch.float32)
-        self.vae = vae.requires_grad_(False).eval().to(self.device)
+        self.vae = load_frozen(AutoencoderDC, self.vae_source, self.vae_subfolder, torch.float32, self.device)
 
     def load_transformer(self) -> torch.nn.Module:
         """The denoiser in weight_dtype, in train mode, with gradient checkpointing as configured."""
         from diffusers import SanaTransformer2DModel
 
-        model = load_component(SanaTransformer2DModel, self.source, "transformer", torch_dtype=self.weight_dtype)
-        if getattr(self.cfg, "gradient_checkpointing", False):
-            checkpoint_blocks(model, model.transformer_blocks,
-                              getattr(self.cfg, "gradient_checkpointing_interval", None))
-        return model.to(self.device).train()
+        return load_denoiser(SanaTransformer2DModel, self.source, self.weight_dtype, self.device, self.cfg)
 
     def fingerprint(self) -> str:
         """Changes with the model's identity files or the prompt-encoding settings."""

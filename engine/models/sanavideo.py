@@ -14,7 +14,8 @@ import torch
 
 from tuner.engine import offload
 from tuner.engine.models.common import (
-    checkpoint_blocks, json_digest, load_component, model_dtype, parse_dtype, resolve_source, tensor_to_pil, unwrap,
+    json_digest, load_component, load_denoiser, load_frozen, model_dtype, parse_dtype, resolve_source,
+    tensor_to_pil, unwrap,
 )
 from tuner.engine.models.sana import SanaFamily
 
@@ -113,18 +114,13 @@ class SanaVideoFamily(SanaFamily):
             return
         from diffusers import AutoencoderKLWan
 
-        vae = load_component(AutoencoderKLWan, self.vae_source, self.vae_subfolder, torch_dtype=self.vae_dtype)
-        self.vae = vae.requires_grad_(False).eval().to(self.device)
+        self.vae = load_frozen(AutoencoderKLWan, self.vae_source, self.vae_subfolder, self.vae_dtype, self.device)
 
     def load_transformer(self) -> torch.nn.Module:
         """The denoiser in weight_dtype, train mode, with checkpointing and group offload as configured."""
         from diffusers import SanaVideoTransformer3DModel
 
-        model = load_component(SanaVideoTransformer3DModel, self.source, "transformer", torch_dtype=self.weight_dtype)
-        if getattr(self.cfg, "gradient_checkpointing", False):
-            checkpoint_blocks(model, model.transformer_blocks,
-                              getattr(self.cfg, "gradient_checkpointing_interval", None))
-        model = model.to(self.device).train()
+        model = load_denoiser(SanaVideoTransformer3DModel, self.source, self.weight_dtype, self.device, self.cfg)
         if getattr(self.cfg, "enable_group_offload", False):
             offload.apply(model, self.cfg, self.device, name="transformer", trained=True)
         return model

@@ -2,7 +2,6 @@
 and T5 (sd3_text.py), sampled with StableDiffusion3Pipeline, optionally with skip-layer guidance."""
 from __future__ import annotations
 
-import gc
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -10,8 +9,8 @@ from typing import Any, ClassVar
 import torch
 
 from tuner.engine.models.common import (
-    checkpoint_blocks, json_digest, load_component, model_dtype, resolve_source, save_pipeline_folder,
-    source_fingerprint, tensor_to_pil, unwrap,
+    free_memory, json_digest, load_component, load_denoiser, load_frozen, model_dtype, resolve_source,
+    save_pipeline_folder, source_fingerprint, tensor_to_pil, unwrap,
 )
 from tuner.engine.models.sd3_text import DEFAULT_T5_LENGTH, SD3PromptEncoder, load_text_components
 
@@ -97,9 +96,7 @@ class SD3Family:
     def unload_text_encoders(self) -> None:
         """Drop the text encoders and return their memory."""
         self.text_parts = None
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        free_memory(self.device)
 
     def load_vae(self) -> None:
         """Load AutoencoderKL in fp32."""
@@ -107,18 +104,13 @@ class SD3Family:
             return
         from diffusers import AutoencoderKL
 
-        vae = load_component(AutoencoderKL, self.vae_source, self.vae_subfolder, torch_dtype=torch.float32)
-        self.vae = vae.requires_grad_(False).eval().to(self.device)
+        self.vae = load_frozen(AutoencoderKL, self.vae_source, self.vae_subfolder, torch.float32, self.device)
 
     def load_transformer(self) -> torch.nn.Module:
         """The MMDiT in weight_dtype, in train mode, with gradient checkpointing as configured."""
         from diffusers import SD3Transformer2DModel
 
-        model = load_component(SD3Transformer2DModel, self.source, "transformer", torch_dtype=self.weight_dtype)
-        if getattr(self.cfg, "gradient_checkpointing", False):
-            checkpoint_blocks(model, model.transformer_blocks,
-                              getattr(self.cfg, "gradient_checkpointing_interval", None))
-        return model.to(self.device).train()
+        return load_denoiser(SD3Transformer2DModel, self.source, self.weight_dtype, self.device, self.cfg)
 
     def fingerprint(self) -> str:
         """Changes with the model's identity files or the prompt-encoding settings."""
