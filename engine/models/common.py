@@ -188,6 +188,16 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
         model = inner
 
 
+def model_sources(cfg: Any, default_model: str) -> tuple[str, str, str | None]:
+    """(model source, VAE source, VAE subfolder) from pretrained_model_name_or_path and pretrained_vae_model_name_or_path."""
+    base = getattr(cfg, "pretrained_model_name_or_path", None) or default_model
+    source = resolve_source(base)
+    vae_source = resolve_source(getattr(cfg, "pretrained_vae_model_name_or_path", None) or base)
+    # A separate VAE may be a bare model folder (config.json at its top) rather than a pipeline.
+    bare_vae = vae_source != source and (Path(vae_source) / "config.json").is_file()
+    return source, vae_source, None if bare_vae else "vae"
+
+
 def load_frozen(cls: type, source: str, subfolder: str | None, dtype: torch.dtype,
                 device: torch.device) -> torch.nn.Module:
     """A component that never trains (a VAE): loaded in `dtype`, frozen, in eval mode, on `device`."""

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 
 from tuner.engine.models.common import (
-    free_memory, json_digest, load_component, load_denoiser, load_frozen, model_dtype, resolve_source,
+    free_memory, json_digest, model_sources, load_component, load_denoiser, load_frozen, model_dtype,
     save_pipeline_folder, source_fingerprint, tensor_to_pil, unwrap,
 )
 
@@ -46,12 +46,7 @@ class SanaFamily:
         self.cfg = cfg
         self.device = torch.device(device)
         self.weight_dtype = weight_dtype
-        base = getattr(cfg, "pretrained_model_name_or_path", None) or DEFAULT_MODEL
-        self.source = resolve_source(base)
-        self.vae_source = resolve_source(getattr(cfg, "pretrained_vae_model_name_or_path", None) or base)
-        # A separate VAE may be a bare model folder (config.json at its top) rather than a pipeline.
-        bare_vae = self.vae_source != self.source and (Path(self.vae_source) / "config.json").is_file()
-        self.vae_subfolder = None if bare_vae else "vae"
+        self.source, self.vae_source, self.vae_subfolder = model_sources(cfg, DEFAULT_MODEL)
         self.max_length = int(getattr(cfg, "tokenizer_max_length", None) or DEFAULT_MAX_LENGTH)
         instruction = getattr(cfg, "sana_complex_human_instruction", None)
         if isinstance(instruction, str):
@@ -221,6 +216,12 @@ class SanaFamily:
                             scheduler=self._scheduler())
         pipe.set_progress_bar_config(disable=True)
 
+        return self._sample(pipe, transformer, was_training, text, negative_text, steps, on_step, seed,
+                            width=width, height=height, guidance_scale=guidance).images
+
+    def _sample(self, pipe, transformer: torch.nn.Module, was_training: bool, text: dict[str, torch.Tensor],
+                negative_text: dict[str, torch.Tensor], steps: int, on_step, seed: int, **kwargs: Any):
+        """Run `pipe` from cached embeddings in eval mode (train mode restored after), reporting each step."""
         def step_end(_pipe, index, _timestep, tensors):
             on_step(index + 1, steps, tensors["latents"])
             return {}
@@ -233,18 +234,16 @@ class SanaFamily:
         cond, uncond = batched(text), batched(negative_text)
         transformer.eval()
         try:
-            out = pipe(
+            return pipe(
                 prompt_embeds=cond["prompt_embeds"], prompt_attention_mask=cond["prompt_attention_mask"],
                 negative_prompt=None, negative_prompt_embeds=uncond["prompt_embeds"],
-                negative_prompt_attention_mask=uncond["prompt_attention_mask"],
-                width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
+                negative_prompt_attention_mask=uncond["prompt_attention_mask"], num_inference_steps=steps,
                 generator=torch.Generator("cpu").manual_seed(seed), use_resolution_binning=False,
                 max_sequence_length=self.max_length, output_type="pil",
-                callback_on_step_end=step_end if on_step else None,
+                callback_on_step_end=step_end if on_step else None, **kwargs,
             )
         finally:
             transformer.train(was_training)
-        return out.images
 
     @torch.no_grad()
     def decode_preview(self, latents: torch.Tensor):

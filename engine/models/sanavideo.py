@@ -14,7 +14,7 @@ import torch
 
 from tuner.engine import offload
 from tuner.engine.models.common import (
-    json_digest, load_component, load_denoiser, load_frozen, model_dtype, parse_dtype, resolve_source,
+    json_digest, model_sources, load_component, load_denoiser, load_frozen, model_dtype, parse_dtype,
     tensor_to_pil, unwrap,
 )
 from tuner.engine.models.sana import SanaFamily
@@ -61,10 +61,7 @@ class SanaVideoFamily(SanaFamily):
         self.cfg = cfg
         self.device = torch.device(device)
         self.weight_dtype = weight_dtype
-        base = getattr(cfg, "pretrained_model_name_or_path", None) or DEFAULT_MODEL
-        self.source = resolve_source(base)
-        self.vae_source = resolve_source(getattr(cfg, "pretrained_vae_model_name_or_path", None) or base)
-        self.vae_subfolder = "vae"  # config_rules requires the VAE path to be the base path
+        self.source, self.vae_source, self.vae_subfolder = model_sources(cfg, DEFAULT_MODEL)
         self.max_length = int(getattr(cfg, "tokenizer_max_length", None) or 300)
         instruction = getattr(cfg, "sana_complex_human_instruction", None)
         if isinstance(instruction, str):
@@ -206,29 +203,8 @@ class SanaVideoFamily(SanaFamily):
         align = PIPELINE_ALIGNMENT
         width, height = max(align, width // align * align), max(align, height // align * align)
 
-        def step_end(_pipe, index, _timestep, tensors):
-            on_step(index + 1, steps, tensors["latents"])
-            return {}
-
-        def batched(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            embeds, mask = d["prompt_embeds"], d["prompt_attention_mask"]
-            return {"prompt_embeds": (embeds if embeds.dim() == 3 else embeds[None]).to(self.device),
-                    "prompt_attention_mask": (mask if mask.dim() == 2 else mask[None]).to(self.device)}
-
-        cond, uncond = batched(text), batched(negative_text)
-        transformer.eval()
-        try:
-            out = pipe(
-                prompt_embeds=cond["prompt_embeds"], prompt_attention_mask=cond["prompt_attention_mask"],
-                negative_prompt=None, negative_prompt_embeds=uncond["prompt_embeds"],
-                negative_prompt_attention_mask=uncond["prompt_attention_mask"],
-                width=width, height=height, frames=frames, num_inference_steps=steps, guidance_scale=guidance,
-                generator=torch.Generator("cpu").manual_seed(seed), use_resolution_binning=False,
-                max_sequence_length=self.max_length, output_type="pil",
-                callback_on_step_end=step_end if on_step else None,
-            )
-        finally:
-            transformer.train(was_training)
+        out = self._sample(pipe, transformer, was_training, text, negative_text, steps, on_step, seed,
+                           width=width, height=height, frames=frames, guidance_scale=guidance)
         return list(out.frames[0])
 
     @torch.no_grad()

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import torch
 
 from tuner.engine.models.common import (
-    free_memory, json_digest, load_component, load_denoiser, load_frozen, model_dtype, resolve_source,
+    free_memory, json_digest, model_sources, load_component, load_denoiser, load_frozen, model_dtype,
     save_pipeline_folder, source_fingerprint, tensor_to_pil, unwrap,
 )
 from tuner.engine.models.sd3_text import DEFAULT_T5_LENGTH, SD3PromptEncoder, load_text_components
@@ -39,12 +39,7 @@ class SD3Family:
         self.cfg = cfg
         self.device = torch.device(device)
         self.weight_dtype = weight_dtype
-        base = getattr(cfg, "pretrained_model_name_or_path", None) or DEFAULT_MODEL
-        self.source = resolve_source(base)
-        self.vae_source = resolve_source(getattr(cfg, "pretrained_vae_model_name_or_path", None) or base)
-        # A separate VAE may be a bare model folder (config.json at its top) rather than a pipeline.
-        bare_vae = self.vae_source != self.source and (Path(self.vae_source) / "config.json").is_file()
-        self.vae_subfolder = None if bare_vae else "vae"
+        self.source, self.vae_source, self.vae_subfolder = model_sources(cfg, DEFAULT_MODEL)
         self.max_length = int(getattr(cfg, "tokenizer_max_length", None) or DEFAULT_T5_LENGTH)
         self.text_settings = {"t5_padding": getattr(cfg, "t5_padding", "unmodified"),
                               "clip_uncond": getattr(cfg, "sd3_clip_uncond_behaviour", "empty_string"),
