@@ -91,6 +91,18 @@ def _make_vae_invertible(vae) -> None:
         out[:, 3:6] = -torch.eye(3)
         center_tap(dec.conv_out, out)
 
+def tiny_gemma(vocab_size: int, seed: int):
+    """The tiny Gemma2 text encoder Sana and Sana Video share (seeded before it is built)."""
+    import torch
+    from transformers import Gemma2Config, Gemma2Model
+
+    torch.manual_seed(seed)
+    return Gemma2Model(Gemma2Config(
+        vocab_size=vocab_size, hidden_size=GEMMA_HIDDEN, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=8192,
+        pad_token_id=0, eos_token_id=1, bos_token_id=2, attn_implementation="eager"))
+
+
 def build_tiny_sana(out: Path, seed: int = 0, size: str = "test") -> Path:
     """Write the tiny Sana to `out` (skipped when a complete one for this seed is there) and return `out`.
 
@@ -105,15 +117,9 @@ def build_tiny_sana(out: Path, seed: int = 0, size: str = "test") -> Path:
 
     import torch
     from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
-    from transformers import Gemma2Config, Gemma2Model
-
     tokenizer = tiny_tokenizer()
     # Each component gets its own seed so changing one part's size leaves the others' weights alone.
-    torch.manual_seed(seed)
-    text_encoder = Gemma2Model(Gemma2Config(
-        vocab_size=len(tokenizer), hidden_size=GEMMA_HIDDEN, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=8192,
-        pad_token_id=0, eos_token_id=1, bos_token_id=2, attn_implementation="eager"))
+    text_encoder = tiny_gemma(len(tokenizer), seed)
     torch.manual_seed(seed + 1)
     vae = AutoencoderDC(**VAE)
     _make_vae_invertible(vae)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tuner.engine.tiny.common import _save_atomically, is_complete
-from tuner.engine.tiny.sana import GEMMA_HIDDEN
+from tuner.engine.tiny.sana import GEMMA_HIDDEN, tiny_gemma
 from tuner.engine.tiny.tokenizers import tiny_tokenizer
 
 # Sana Video: Wan VAE 8× in space and 4× in time (5 frames at 64×64 → latents (16, 2, 8, 8)).
@@ -25,14 +25,9 @@ def build_tiny_sanavideo(out: Path, seed: int = 0) -> Path:
     import torch
     from diffusers import (AutoencoderKLWan, DPMSolverMultistepScheduler, SanaVideoPipeline,
                            SanaVideoTransformer3DModel)
-    from transformers import Gemma2Config, Gemma2Model
 
     tokenizer = tiny_tokenizer()
-    torch.manual_seed(seed)
-    text_encoder = Gemma2Model(Gemma2Config(
-        vocab_size=len(tokenizer), hidden_size=GEMMA_HIDDEN, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=8192,
-        pad_token_id=0, eos_token_id=1, bos_token_id=2, attn_implementation="eager"))
+    text_encoder = tiny_gemma(len(tokenizer), seed)
     torch.manual_seed(seed + 1)
     vae = AutoencoderKLWan(**SANAVIDEO_VAE)
     torch.manual_seed(seed + 2)
