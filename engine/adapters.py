@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from tuner.engine import families
 from tuner.engine.vram import factorization  # torch-free, shared with the VRAM estimate
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,6 @@ LOKR_WEIGHTS = "lycoris_weights.safetensors"
 LOKR_CONFIG = "lycoris_config.json"
 ADAPTER_NAME = "default"
 
-_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
-# SD3's joint attention also projects the text stream (add_*_proj, to_add_out).
-DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
-    "sana": _ATTENTION,
-    "sanavideo": _ATTENTION,
-    "sd3": _ATTENTION + ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"),
-}
 # LyCORIS' own default for a linear_dim this large: no low-rank split, the full Kronecker factors.
 FULL_DIM = 10000
 LOKR_DEFAULTS: dict[str, Any] = {"algo": "lokr", "multiplier": 1.0, "linear_dim": FULL_DIM, "linear_alpha": 1,
@@ -65,9 +59,9 @@ def _is_linear(module: nn.Module) -> bool:
 # --- LoRA (peft) --------------------------------------------------------------------------------
 
 def lora_targets(cfg: Any, family_name: str) -> list[str]:
-    """The module names standard LoRA wraps: peft_lora_target_modules, else the family's attention."""
-    given = getattr(cfg, "peft_lora_target_modules", None)
-    return list(given) if given else list(DEFAULT_TARGETS.get(family_name, _ATTENTION))
+    """The module names standard LoRA wraps: peft_lora_target_modules, else the family card's targets."""
+    given = cfg.peft_lora_target_modules
+    return list(given) if given else list(families.card(family_name).adapter_targets)
 
 
 def add_lora(model: nn.Module, cfg: Any, family_name: str) -> nn.Module:
@@ -78,7 +72,7 @@ def add_lora(model: nn.Module, cfg: Any, family_name: str) -> nn.Module:
     found = [n for n, m in model.named_modules() if _matches(n, targets) and _is_linear(m)]
     if not found:
         raise ValueError(f"config.json: peft_lora_target_modules: none of {targets} names a linear layer of the "
-                         f"{family_name} transformer; give names such as {list(DEFAULT_TARGETS.get(family_name, _ATTENTION))}")
+                         f"{family_name} transformer; give names such as {list(families.card(family_name).adapter_targets)}")
     rank = int(cfg.lora_rank)
     config = LoraConfig(r=rank, lora_alpha=float(cfg.lora_alpha or rank), lora_dropout=float(cfg.lora_dropout or 0.0),
                         target_modules=targets, init_lora_weights=True)

@@ -8,7 +8,7 @@ import sys
 
 # subcommand → (module, function); the function takes the parsed args and returns an exit code.
 COMMANDS = {
-    "check": ("tuner.engine.check", "command"),
+    "check": ("tuner.engine.config.check", "command"),
     "hardware": ("tuner.engine.hardware", "command"),
     "presets": ("tuner.presets", "command"),
     "train": ("tuner.engine.runner", "command"),

@@ -9,7 +9,7 @@ The run has two peaks and the estimate is the larger one:
   EMA shadow in fp32 when ema_device is the accelerator, activations, and the VAE (kept loaded for
   validation). Validation runs after zero_grad, so it never adds to the gradients' peak.
 Assumptions (each a rough model, meant to rank presets and warn, not to promise):
-- parameter counts are the published ones for known models (MODELS), or counted exactly from a
+- parameter counts are the published ones for known models (the family cards' sizes), or counted exactly from a
   local folder's safetensors headers, else from its transformer/config.json;
 - quantised weights: int8/fp8 1 B, int4 0.5 B, int2 0.25 B plus a bf16 scale per 128 weights,
   nf4 0.5 B plus absmax per 64 (≈ 0.53 B); 2 % of the weights (embedders, proj_out) stay in bf16;
@@ -36,32 +36,14 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from tuner.engine import families
+
 GB = 1024 ** 3
 CONTEXT_GB = 0.8
 FRAGMENTATION = 0.05
 ACT_ELEMENTS = 20
 VAE_BYTES_PER_PIXEL = 1536
 QUANTISED_SHARE = 0.98
-
-# Transformer shape and companions of the models the presets name (published parameter counts).
-MODELS: dict[str, dict[str, Any]] = {
-    "sana-1.6b": dict(family="sana", params=1.60e9, layers=20, hidden=2240, attn_modules=8, vae_factor=32, patch=1,
-                      text_tokens=0, text_encoders=[2.61e9], vae_params=0.32e9),
-    "sana-600m": dict(family="sana", params=0.59e9, layers=28, hidden=1152, attn_modules=8, vae_factor=32, patch=1,
-                      text_tokens=0, text_encoders=[2.61e9], vae_params=0.32e9),
-    "sanavideo-2b": dict(family="sanavideo", params=2.06e9, layers=20, hidden=2240, attn_modules=8, vae_factor=8,
-                         patch=2, text_tokens=0, text_encoders=[2.61e9], vae_params=0.127e9, video=True),
-    "sd3.5-large": dict(family="sd3", params=8.06e9, layers=38, hidden=2432, attn_modules=8, vae_factor=8, patch=2,
-                        text_tokens=77 + 154, text_encoders=[0.123e9, 0.695e9, 4.76e9], vae_params=0.084e9),
-    "sd3.5-medium": dict(family="sd3", params=2.24e9, layers=24, hidden=1536, attn_modules=12, vae_factor=8,
-                         patch=2, text_tokens=77 + 154, text_encoders=[0.123e9, 0.695e9, 4.76e9], vae_params=0.084e9),
-    "sd3-medium": dict(family="sd3", params=2.03e9, layers=24, hidden=1536, attn_modules=8, vae_factor=8, patch=2,
-                       text_tokens=77 + 154, text_encoders=[0.123e9, 0.695e9, 4.76e9], vae_params=0.084e9),
-}
-# Substrings of hub ids / folder names, most specific first.
-_NAMES = (("video", "sanavideo-2b"), ("600m", "sana-600m"), ("sana", "sana-1.6b"), ("3.5-large", "sd3.5-large"),
-          ("3.5-medium", "sd3.5-medium"), ("3-medium", "sd3-medium"))
-FAMILY_DEFAULT = {"sana": "sana-1.6b", "sanavideo": "sanavideo-2b", "sd3": "sd3.5-large"}
 
 WEIGHT_BYTES = {"no_change": None, "int8-quanto": 1.0 + 2 / 128, "fp8-quanto": 1.0 + 2 / 128,
                 "int4-quanto": 0.5 + 4 / 128, "int2-quanto": 0.25 + 4 / 128, "nf4-bnb": 0.5 + 4 / 64 * 0.5}
@@ -94,14 +76,16 @@ def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
 # --- what the model is ----------------------------------------------------------------------------
 
 def known_model(source: str | None, family: str) -> dict[str, Any] | None:
-    """The MODELS entry a hub id or folder name points at (None when unknown and not the family default)."""
-    if not source:
-        return dict(MODELS[FAMILY_DEFAULT[family]])
-    low = source.lower().replace("_", "-")
-    for needle, key in _NAMES:
-        if needle in low and MODELS[key]["family"] == family:
-            return dict(MODELS[key])
-    return None
+    """The published checkpoint a hub id or folder name points at (None when unknown; unset: the default)."""
+    card = families.card(family)
+    size = card.size_for(source)
+    return size.as_dict(card) if size else None
+
+
+def default_model(family: str) -> dict[str, Any]:
+    """The family's default checkpoint, the size an unknown model is estimated as."""
+    card = families.card(family)
+    return card.sizes[0].as_dict(card)
 
 
 def count_safetensors(folder: Path) -> int:
@@ -137,12 +121,12 @@ def params_from_config(config: dict[str, Any]) -> int:
 
 
 def model_from_folder(folder: Path, family: str) -> dict[str, Any]:
-    """A MODELS-like entry for a local diffusers folder: exact counts from weights, else from config.json."""
+    """A known_model-like entry for a local diffusers folder: exact counts from weights, else from config.json."""
     folder = Path(folder)
     config = json.loads((folder / "transformer" / "config.json").read_text())
     params = count_safetensors(folder / "transformer") or params_from_config(config)
     hidden = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
-    base = dict(MODELS[FAMILY_DEFAULT[family]])
+    base = default_model(family)
     encoders = [count_safetensors(p) for p in sorted(folder.glob("text_encoder*")) if p.is_dir()]
     vae = count_safetensors(folder / "vae") if (folder / "vae").is_dir() else 0
     patch = config.get("patch_size", 1)
@@ -205,8 +189,8 @@ def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
         else:
             model = known_model(source, family)
             if model is None:
-                model = dict(MODELS[FAMILY_DEFAULT[family]])
-                notes.append(f"{source!r} is not a known model: sized as {FAMILY_DEFAULT[family]}")
+                model = default_model(family)
+                notes.append(f"{source!r} is not a known model: sized as {families.card(family).sizes[0].key}")
     gpus = (hardware or {}).get("gpus", 1)
     gpus = len(gpus) if isinstance(gpus, list) else int(gpus or 1)
     mixed = cfg.get("mixed_precision", "bf16")

@@ -64,7 +64,7 @@ def check_preset(preset: Preset) -> list[Any]:
     checked on top of placeholders for those, and only findings about the preset's keys count.
     """
     from tuner.engine.config import ConfigBundle, parse_datasets, parse_train_config
-    from tuner.engine.config_rules import run_rules
+    from tuner.engine.config.rules import run_rules
 
     base = {"model_family": preset.model_family, "model_type": preset.model_type, **_PLACEHOLDER_BASE}
     config, datasets = apply_preset(preset, base, _PLACEHOLDER_DATASETS)

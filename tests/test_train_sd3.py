@@ -8,7 +8,7 @@ import torch
 
 from engine_fixtures import demo_config, edit_config, events_of, train_config
 from tuner.engine.config import load_bundle
-from tuner.engine.config_rules import run_rules
+from tuner.engine.config.rules import run_rules
 
 
 def sd3_config(tmp: Path, model: Path, **overrides) -> Path:

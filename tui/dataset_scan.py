@@ -14,14 +14,13 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from tuner.engine import families
 from tuner.engine.data.buckets import choose_aspect, parse_aspect_buckets, size_for_aspect
 from tuner.engine.data.captions import captions_for
 from tuner.engine.data.discovery import find_images
 from tuner.engine.data.errors import DataError
 from tuner.engine.data.sizing import measure
 
-# Image sides are multiples of VAE factor × patch size (the family modules compute the same numbers).
-ALIGNMENT = {"sana": 32, "sanavideo": 32, "sd3": 16}
 
 
 @dataclass
@@ -74,7 +73,7 @@ def scan_folder(dataset: dict[str, Any], config: dict[str, Any], processes: int 
     unit = dataset.get("resolution_type") or config.get("resolution_type") or "pixel_area"
     minimum = dataset.get("minimum_image_size")
     strategy = dataset.get("caption_strategy", "filename")
-    alignment = ALIGNMENT.get(config.get("model_family", "sana"), 32)
+    alignment = families.card(config.get("model_family", "sana")).pixel_alignment
     paths = find_images(folder)
     report.found = len(paths)
     for path in paths:

@@ -8,20 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuner.engine.config import DEFAULT_MODELS, Issue, check_bundle, load_bundle
-
-FAMILIES = {"sana": "Sana", "sanavideo": "Sana Video", "sd3": "SD3 / 3.5"}
-# Training types each family allows, as (key, label); the keys map to config keys in TRAINING_KEYS.
-TRAINING_TYPES = {
-    "sana": [("full", "full fine-tune"), ("lokr", "LyCORIS LoKr")],
-    "sd3": [("lora", "LoRA"), ("lokr", "LyCORIS LoKr")],
-    "sanavideo": [("full", "full fine-tune")],
-}
-TRAINING_KEYS = {
-    "full": {"model_type": "full"},
-    "lora": {"model_type": "lora", "lora_type": "standard"},
-    "lokr": {"model_type": "lora", "lora_type": "lycoris"},
-}
+from tuner.engine import families
+from tuner.engine.config import Issue, check_bundle, load_bundle
+from tuner.engine.families import TRAINING_KEYS, TRAINING_LABELS
 FILE_NAMES = ("config.json", "multidatabackend.json", "user_prompt_library.json")
 TEXT_EMBEDS_ID = "text-embeds"
 
@@ -31,6 +20,11 @@ def training_type(config: dict[str, Any]) -> str:
     if config.get("model_type", "full") == "full":
         return "full"
     return "lokr" if config.get("lora_type") == "lycoris" else "lora"
+
+
+def training_types(family: str) -> list[tuple[str, str]]:
+    """The training types a family's card allows, as (key, label), the default first."""
+    return [(key, TRAINING_LABELS[key]) for key in families.card(family).training_types]
 
 
 def new_dataset(index: int = 0) -> dict[str, Any]:
@@ -47,7 +41,7 @@ class WizardState:
     hardware: dict[str, Any] | None
     config: dict[str, Any] = field(default_factory=lambda: {
         "model_family": "sana", "model_type": "full",
-        "pretrained_model_name_or_path": DEFAULT_MODELS["sana"], "output_dir": str(Path.cwd() / "output")})
+        "pretrained_model_name_or_path": families.card("sana").default_model, "output_dir": str(Path.cwd() / "output")})
     datasets: list[dict[str, Any]] = field(default_factory=lambda: [new_dataset()])
     prompts: dict[str, str] = field(default_factory=dict)
     preset: str | None = None

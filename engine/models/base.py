@@ -73,14 +73,7 @@ class ModelFamily(Protocol):
 
 
 def family_class(name: str) -> type[Any]:
-    """The class that implements `model_family: name`."""
-    if name == "sana":
-        from tuner.engine.models.sana import SanaFamily
-        return SanaFamily
-    if name == "sd3":
-        from tuner.engine.models.sd3 import SD3Family
-        return SD3Family
-    if name == "sanavideo":
-        from tuner.engine.models.sanavideo import SanaVideoFamily
-        return SanaVideoFamily
-    raise ValueError(f"model_family {name!r} has no engine yet")
+    """The class that implements `model_family: name`, as its family card names it."""
+    from tuner.engine import families
+
+    return families.card(name).engine_class()

@@ -188,11 +188,12 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
         model = inner
 
 
-def model_sources(cfg: Any, default_model: str) -> tuple[str, str, str | None]:
-    """(model source, VAE source, VAE subfolder) from pretrained_model_name_or_path and pretrained_vae_model_name_or_path."""
-    base = getattr(cfg, "pretrained_model_name_or_path", None) or default_model
+def model_sources(cfg: Any) -> tuple[str, str, str | None]:
+    """(model source, VAE source, VAE subfolder) from pretrained_model_name_or_path (else the family card's
+    default) and pretrained_vae_model_name_or_path."""
+    base = cfg.base_model()
     source = resolve_source(base)
-    vae_source = resolve_source(getattr(cfg, "pretrained_vae_model_name_or_path", None) or base)
+    vae_source = resolve_source(cfg.pretrained_vae_model_name_or_path or base)
     # A separate VAE may be a bare model folder (config.json at its top) rather than a pipeline.
     bare_vae = vae_source != source and (Path(vae_source) / "config.json").is_file()
     return source, vae_source, None if bare_vae else "vae"

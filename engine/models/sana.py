@@ -14,7 +14,6 @@ from tuner.engine.models.common import (
     save_pipeline_folder, source_fingerprint, tensor_to_pil, unwrap,
 )
 
-DEFAULT_MODEL = "terminusresearch/sana-1.6b-1024px"
 DEFAULT_MAX_LENGTH = 300
 _IDENTITY_FILES = ("model_index.json", "tiny.json", "transformer/config.json", "vae/config.json",
                    "text_encoder/config.json", "tokenizer/tokenizer_config.json",
@@ -46,7 +45,7 @@ class SanaFamily:
         self.cfg = cfg
         self.device = torch.device(device)
         self.weight_dtype = weight_dtype
-        self.source, self.vae_source, self.vae_subfolder = model_sources(cfg, DEFAULT_MODEL)
+        self.source, self.vae_source, self.vae_subfolder = model_sources(cfg)
         self.max_length = int(getattr(cfg, "tokenizer_max_length", None) or DEFAULT_MAX_LENGTH)
         instruction = getattr(cfg, "sana_complex_human_instruction", None)
         if isinstance(instruction, str):

@@ -19,7 +19,6 @@ from tuner.engine.models.common import (
 )
 from tuner.engine.models.sana import SanaFamily
 
-DEFAULT_MODEL = "Efficient-Large-Model/SANA-Video_2B_480p_diffusers"
 DEFAULT_FRAMES = 81
 DEFAULT_FRAMERATE = 16
 PIPELINE_ALIGNMENT = 32  # SanaVideoPipeline refuses other sizes; validation sizes are rounded down to it
@@ -61,7 +60,7 @@ class SanaVideoFamily(SanaFamily):
         self.cfg = cfg
         self.device = torch.device(device)
         self.weight_dtype = weight_dtype
-        self.source, self.vae_source, self.vae_subfolder = model_sources(cfg, DEFAULT_MODEL)
+        self.source, self.vae_source, self.vae_subfolder = model_sources(cfg)
         self.max_length = int(getattr(cfg, "tokenizer_max_length", None) or 300)
         instruction = getattr(cfg, "sana_complex_human_instruction", None)
         if isinstance(instruction, str):

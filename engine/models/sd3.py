@@ -14,7 +14,6 @@ from tuner.engine.models.common import (
 )
 from tuner.engine.models.sd3_text import DEFAULT_T5_LENGTH, SD3PromptEncoder, load_text_components
 
-DEFAULT_MODEL = "stabilityai/stable-diffusion-3.5-large"
 _TEXT_PARTS = ("text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3")
 _IDENTITY_FILES = ("model_index.json", "tiny.json", "transformer/config.json", "vae/config.json",
                    "scheduler/scheduler_config.json") + tuple(
@@ -39,7 +38,7 @@ class SD3Family:
         self.cfg = cfg
         self.device = torch.device(device)
         self.weight_dtype = weight_dtype
-        self.source, self.vae_source, self.vae_subfolder = model_sources(cfg, DEFAULT_MODEL)
+        self.source, self.vae_source, self.vae_subfolder = model_sources(cfg)
         self.max_length = int(getattr(cfg, "tokenizer_max_length", None) or DEFAULT_T5_LENGTH)
         self.text_settings = {"t5_padding": getattr(cfg, "t5_padding", "unmodified"),
                               "clip_uncond": getattr(cfg, "sd3_clip_uncond_behaviour", "empty_string"),

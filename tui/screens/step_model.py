@@ -8,10 +8,10 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Label, Select, Static
 
-from tuner.engine.config import DEFAULT_MODELS
+from tuner.engine import families
 from tuner.tui.screens.step import StepScreen
 from tuner.tui.widgets.path_input import PathInput
-from tuner.tui.wizard_state import FAMILIES, TRAINING_TYPES, training_type
+from tuner.tui.wizard_state import training_type, training_types
 
 
 class ModelStep(StepScreen):
@@ -23,11 +23,11 @@ class ModelStep(StepScreen):
         family = self.state.family
         with Horizontal(classes="row"):
             yield Label("Model family", classes="label")
-            yield Select([(label, key) for key, label in FAMILIES.items()], value=family, allow_blank=False,
+            yield Select([(card.label, card.name) for card in families.cards()], value=family, allow_blank=False,
                          compact=True, id="family")
         with Horizontal(classes="row"):
             yield Label("Model id or local folder", classes="label")
-            yield PathInput(self.state.config.get("pretrained_model_name_or_path") or DEFAULT_MODELS[family],
+            yield PathInput(self.state.config.get("pretrained_model_name_or_path") or families.card(family).default_model,
                             id="model", placeholder="a Hugging Face id (org/name) or a diffusers folder")
         with Horizontal(classes="row"):
             yield Label("Training type", classes="label")
@@ -35,7 +35,7 @@ class ModelStep(StepScreen):
         yield Static("", id="model-help", classes="help")
 
     def _types(self, family: str, current: str) -> Select:
-        options = TRAINING_TYPES[family]
+        options = training_types(family)
         value = current if current in dict(options) else options[0][0]
         return Select([(label, key) for key, label in options], value=value, allow_blank=False, compact=True, id="training")
 
@@ -43,16 +43,13 @@ class ModelStep(StepScreen):
     async def family_changed(self, event: Select.Changed) -> None:
         family = str(event.value)
         model = self.query_one("#model", PathInput)
-        if model.value in DEFAULT_MODELS.values():
-            model.value = DEFAULT_MODELS[family]
+        if model.value in {c.default_model for c in families.cards()}:
+            model.value = families.card(family).default_model
         old = self.query_one("#training", Select)
         row = old.parent
         await old.remove()
         await row.mount(self._types(family, str(old.value)))
-        notes = {"sana": "Sana trains full or as a LyCORIS LoKr adapter (plain LoRA is not supported).",
-                 "sd3": "SD3 / 3.5 trains LoRA or LoKr adapters.",
-                 "sanavideo": "Sana Video trains full-rank."}
-        self.query_one("#model-help", Static).update(notes[family])
+        self.query_one("#model-help", Static).update(families.card(family).note)
 
     def save(self) -> list[str]:
         family = str(self.query_one("#family", Select).value)
@@ -62,10 +59,10 @@ class ModelStep(StepScreen):
             self.state.preset = None  # another family's preset no longer applies
         self.state.config["model_family"] = family
         self.state.config["pretrained_model_name_or_path"] = model
-        if kind in dict(TRAINING_TYPES[family]):
+        if kind in dict(training_types(family)):
             self.state.set_training(kind)
         if not model:
-            return ["Model: give a Hugging Face id (e.g. " + DEFAULT_MODELS[family] + ") or a local folder"]
+            return ["Model: give a Hugging Face id (e.g. " + families.card(family).default_model + ") or a local folder"]
         looks_local = model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
         if looks_local and not (Path(model).expanduser() / "model_index.json").is_file():
             return [f"Model: {model} is not a diffusers folder (no model_index.json there)"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.widgets import OptionList, Static
 
+from tuner.engine import families
 from tuner.presets import NO_FIT, apply_preset
 from tuner.tui.screens.step import StepScreen
 from tuner.tui.widgets.preset_picker import PresetPicker
-from tuner.tui.wizard_state import FAMILIES, training_type
+from tuner.tui.wizard_state import training_type
 
 
 class PresetStep(StepScreen):
@@ -16,7 +17,7 @@ class PresetStep(StepScreen):
     INDEX = 2
 
     def body(self) -> ComposeResult:
-        yield Static(f"Presets for {FAMILIES[self.state.family]}, best fit first (↑↓ to look, Ctrl+N to take "
+        yield Static(f"Presets for {families.card(self.state.family).label}, best fit first (↑↓ to look, Ctrl+N to take "
                     "the highlighted one)", classes="help")
         yield PresetPicker(self.state.family, self.state.hardware or {}, self.state.preset,
                            allow_keep=bool(self.state.config_folder), id="picker")

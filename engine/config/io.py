@@ -14,23 +14,16 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from tuner.engine.config import (
-    ConfigBundle,
-    ConfigError,
-    DatasetConfig,
-    Issue,
-    TrainConfig,
-    VideoConfig,
-    field_choices,
-    resolve_path,
-)
-from tuner.engine.config_names import SIMPLETUNER_DATASET_KEYS, SIMPLETUNER_OPTIONS, SIMPLETUNER_VIDEO_KEYS
+from tuner.engine.config.bundle import ConfigBundle, resolve_path
+from tuner.engine.config.issues import FILE_KEY, ConfigError, Issue, display
+from tuner.engine.config.models import DatasetConfig, TrainConfig, VideoConfig, field_choices
+from tuner.engine.config.names import SIMPLETUNER_DATASET_KEYS, SIMPLETUNER_OPTIONS, SIMPLETUNER_VIDEO_KEYS
+from tuner.engine.config.rules import run_rules
 from tuner.engine.jobdir import write_json_atomic
 
 CONFIG_NAMES = ("config.json", "config.toml")
 DATABACKEND_NAMES = ("multidatabackend.json", "multidatabackend.toml")
 PROMPTS_NAME = "user_prompt_library.json"
-FILE_KEY = "(file)"
 
 # SimpleTuner options that belong on a dataset in tuner (and in SimpleTuner's own dataset files).
 DATASET_LEVEL_KEYS = {
@@ -53,15 +46,6 @@ HINTS = {
 # Keys whose values are paths the user gave (resolved against base_dir, then the config folder).
 TRAIN_PATH_KEYS = ("output_dir", "lycoris_config", "group_offload_to_disk_path")
 DATASET_PATH_KEYS = ("instance_data_dir", "cache_dir_vae", "cache_dir")
-
-
-def display(path: Path | str) -> str:
-    """A path as the user wants to read it: relative to the working dir when it lies inside."""
-    p = Path(path)
-    try:
-        return str(p.absolute().relative_to(Path.cwd()))
-    except ValueError:
-        return str(p)
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,6 +186,9 @@ def _describe_error(err: dict[str, Any], model: type[BaseModel], value: Any) -> 
         hint = f"; {HINTS[key]}" if key in HINTS else ""
         return f"{got}; must be {words} {ctx.get(name)}{hint}"
     msg = err["msg"].removeprefix("Value error, ")
+    if msg.startswith("allowed values: "):  # a closed set known only at run time (the family cards)
+        near = _nearest(str(value), msg.removeprefix("allowed values: ").split(", "))
+        msg += f"; did you mean {near!r}?" if near else ""
     return f"{got}; {msg}"
 
 
@@ -361,8 +348,6 @@ def _companion(raw: dict[str, Any], key: str, defaults: tuple[str, ...], config_
 def _load(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None,
           hardware: dict | None) -> tuple[ConfigBundle | None, list[Issue]]:
     """Read and check a whole config folder; the bundle is None when any error was found."""
-    from tuner.engine.config_rules import run_rules
-
     base = Path(base_dir).absolute() if base_dir is not None else Path.cwd()
     config_file, issues = _find_config(Path(path).expanduser())
     if config_file is None:

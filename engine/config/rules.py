@@ -11,8 +11,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuner.engine.config import QUANTISED_PRECISIONS, VIDEO_FAMILIES, ConfigBundle, DatasetConfig, Issue
-from tuner.engine.config_io import display
+from tuner.engine import families
+from tuner.engine.config.bundle import ConfigBundle
+from tuner.engine.config.issues import Issue, display
+from tuner.engine.config.models import QUANTISED_PRECISIONS, DatasetConfig
 
 PRECISION_KEYS = ("base_model_precision", "text_encoder_1_precision", "text_encoder_2_precision",
                   "text_encoder_3_precision")
@@ -82,7 +84,8 @@ def run_rules(bundle: ConfigBundle, hardware: dict | None = None) -> list[Issue]
 @rule
 def family_is_chosen(ctx: Context) -> Iterator[Issue]:
     if not ctx.is_set("model_family"):
-        yield ctx.config("error", "model_family", "not set; add \"model_family\": \"sana\", \"sanavideo\" or \"sd3\"")
+        choices = " or ".join(f'"{name}"' for name in families.names())
+        yield ctx.config("error", "model_family", f"not set; add \"model_family\": {choices}")
 
 
 @rule
@@ -95,12 +98,21 @@ def full_rank_is_not_quantised(ctx: Context) -> Iterator[Issue]:
 
 
 @rule
-def sana_has_no_plain_lora(ctx: Context) -> Iterator[Issue]:
+def family_allows_training_type(ctx: Context) -> Iterator[Issue]:
     cfg = ctx.bundle.train
-    if cfg.model_family == "sana" and cfg.model_type == "lora" and cfg.lora_type == "standard":
+    card = cfg.family
+    if card.allows(cfg.model_type, cfg.lora_type):
+        return
+    if cfg.model_type == "full":
+        yield ctx.config("error", "model_type", f"{card.label} does not train full-rank; set model_type: lora")
+    elif not card.allows("lora", "lycoris") and not card.allows("lora", "standard"):
+        yield ctx.config("error", "model_type", f"{card.label} trains full-rank only; set model_type: full")
+    elif cfg.lora_type == "standard":
         yield ctx.config("error", "lora_type",
-                         "plain LoRA is not supported on Sana; set lora_type: lycoris (LoKr, lr ~1e-4), "
-                         "or model_type: full")
+                         f"plain LoRA is not supported on {card.label}; set lora_type: lycoris (LoKr, lr ~1e-4)"
+                         + (", or model_type: full" if "full" in card.training_types else ""))
+    else:
+        yield ctx.config("error", "lora_type", f"LyCORIS is not supported on {card.label}; set lora_type: standard")
 
 
 @rule
@@ -119,9 +131,10 @@ def lycoris_settings(ctx: Context) -> Iterator[Issue]:
 @rule
 def attention_works(ctx: Context) -> Iterator[Issue]:
     cfg = ctx.bundle.train
-    if cfg.attention_mechanism == "sageattention" and cfg.model_family in ("sana", "sanavideo"):
+    if cfg.attention_mechanism == "sageattention" and not cfg.family.sageattention:
         yield ctx.config("error", "attention_mechanism",
-                         "SageAttention does not support Sana's head size; set attention_mechanism: diffusers")
+                         f"SageAttention does not support {cfg.family.label}'s head size; "
+                         "set attention_mechanism: diffusers")
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,12 +214,13 @@ def checkpointing_interval_needs_checkpointing(ctx: Context) -> Iterator[Issue]:
 
 @rule
 def video_ignores_shift(ctx: Context) -> Iterator[Issue]:
-    if ctx.bundle.train.model_family not in VIDEO_FAMILIES:
+    cfg = ctx.bundle.train
+    if not cfg.family.fixed_schedule:
         return
     for key in ("flow_schedule_shift", "flow_schedule_auto_shift"):
         if ctx.is_set(key):
-            yield ctx.config("warning", key, "ignored for sanavideo: the checkpoint's own flow-matching schedule "
-                             "is used; remove the key")
+            yield ctx.config("warning", key, f"ignored for {cfg.model_family}: the checkpoint's own flow-matching "
+                             "schedule is used; remove the key")
 
 
 @rule
@@ -271,9 +285,10 @@ def video_frames_only_for_video(ctx: Context) -> Iterator[Issue]:
     frames = cfg.validation_num_video_frames
     if frames is None:
         return
-    if cfg.model_family not in VIDEO_FAMILIES:
+    if not cfg.family.video:
         yield ctx.config("error", "validation_num_video_frames",
-                         f"{cfg.model_family} makes images, not videos; remove the key (or use model_family: sanavideo)")
+                         f"{cfg.model_family} makes images, not videos; remove the key (or use model_family: "
+                         f"{' or '.join(c.name for c in families.cards() if c.video)})")
     elif (frames - 1) % 4:
         yield ctx.config("warning", "validation_num_video_frames",
                          f"Sana Video makes 4k+1 frames; {frames} becomes {(frames - 1) // 4 * 4 + 1}; use e.g. 81")
@@ -345,9 +360,10 @@ def dataset_fields_fit_type(ctx: Context) -> Iterator[Issue]:
             yield ctx.dataset("error", ds, "video",
                               f"a video block only applies to dataset_type: video (this is {ds.dataset_type!r}); "
                               "remove it or set dataset_type: video")
-        if ds.dataset_type == "video" and not ds.disabled and family not in VIDEO_FAMILIES:
+        if ds.dataset_type == "video" and not ds.disabled and not ctx.bundle.train.family.video:
+            video = " or ".join(c.name for c in families.cards() if c.video)
             yield ctx.dataset("error", ds, "dataset_type",
-                              f"{family} trains on images; video datasets need model_family: sanavideo "
+                              f"{family} trains on images; video datasets need model_family: {video} "
                               "(or set disabled: true)")
         if ds.dataset_type in ("image", "video") and ds.caption_strategy == "instanceprompt" and not ds.instance_prompt:
             yield ctx.dataset("error", ds, "instance_prompt",
@@ -399,7 +415,7 @@ def video_block_is_consistent(ctx: Context) -> Iterator[Issue]:
 def video_vae_matches(ctx: Context) -> Iterator[Issue]:
     cfg = ctx.bundle.train
     vae = cfg.pretrained_vae_model_name_or_path
-    if cfg.model_family == "sanavideo" and vae and vae != cfg.base_model():
+    if cfg.family.vae_must_match_base and vae and vae != cfg.base_model():
         yield ctx.config("warning", "pretrained_vae_model_name_or_path",
-                         f"{vae!r} differs from the base model {cfg.base_model()!r}; Sana Video needs its own "
+                         f"{vae!r} differs from the base model {cfg.base_model()!r}; {cfg.family.label} needs its own "
                          "VAE, so remove the key or set it to the base model's path")

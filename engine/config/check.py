@@ -5,7 +5,7 @@ import dataclasses
 import json
 from typing import Any
 
-from tuner.engine.config import check_bundle
+from tuner.engine.config.io import check_bundle
 from tuner.engine.hardware import probe
 
 

@@ -1,53 +1,21 @@
-"""The run's configuration: pydantic models with SimpleTuner's key names, and the shared config API.
-
-Torch-free: the daemon and the TUI import it. Loading and saving live in config_io.py, the
-cross-field rules in config_rules.py; the loading API is reachable from here so callers import one module.
-"""
+"""The typed settings: config.json (TrainConfig) and multidatabackend.json's entries (DatasetConfig),
+with SimpleTuner's key names, a one-line description per key and the values derived from them."""
 from __future__ import annotations
 
 import json
-import re
 import typing
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticUndefined
 
-# --------------------------------------------------------------------------------------------
-# Issues and errors
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Issue:
-    """One finding about a config file: an error stops the run, a warning does not."""
-
-    level: Literal["error", "warning"]
-    file: str
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.key}: {self.message}"
-
-
-class ConfigError(Exception):
-    """Every error found in a config folder, reported together."""
-
-    def __init__(self, issues: list[Issue]):
-        self.issues = list(issues)
-        errors = [i for i in self.issues if i.level == "error"]
-        head = f"{len(errors)} error{'s' if len(errors) != 1 else ''} in the config"
-        super().__init__("\n".join([head + ":"] + [f"  {i}" for i in self.issues]))
-
+from tuner.engine import families
+from tuner.engine.config.values import parse_key_values, parse_resolutions, split_list
 
 # --------------------------------------------------------------------------------------------
 # Closed value sets (shared with the wizard and the engine)
 # --------------------------------------------------------------------------------------------
 
-ModelFamily = Literal["sana", "sanavideo", "sd3"]
 Precision = Literal["no_change", "int8-quanto", "int4-quanto", "int2-quanto", "fp8-quanto", "nf4-bnb"]
 QUANTISED_PRECISIONS = ("int8-quanto", "int4-quanto", "int2-quanto", "fp8-quanto", "nf4-bnb")
 OptimizerName = Literal[
@@ -55,65 +23,6 @@ OptimizerName = Literal[
     "bnb-adamw8bit", "bnb-lion8bit-paged", "prodigy",
 ]
 SchedulerName = Literal["constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear", "polynomial"]
-VIDEO_FAMILIES = ("sanavideo",)
-
-# The checkpoint a family trains when pretrained_model_name_or_path is unset.
-DEFAULT_MODELS: dict[str, str] = {
-    "sana": "terminusresearch/sana-1.6b-1024px",
-    "sanavideo": "Efficient-Large-Model/SANA-Video_2B_480p_diffusers",
-    "sd3": "stabilityai/stable-diffusion-3.5-large",
-}
-
-
-def _split_list(value: Any) -> Any:
-    """Accept a JSON list given as a string ("[7, 8, 9]") or a comma list ("7,8,9")."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.lower() in ("", "none", "null"):
-            return None
-        if text.startswith("["):
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
-
-
-def _parse_scalar(text: str) -> Any:
-    """Turn "0.9" / "8" / "true" from a "k=v" string into the number or boolean it spells."""
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            continue
-    return text
-
-
-def parse_resolutions(value: str | int) -> list[tuple[int, int]]:
-    """Parse "1024", "1024x768" or "1024x1024,1280x768" into (width, height) pairs."""
-    text = str(value).strip()
-    if not text:
-        raise ValueError("empty; give a size like 1024, 1024x768 or a comma list 1024x1024,1280x768")
-    sizes = []
-    for part in text.split(","):
-        part = part.strip().lower()
-        m = re.fullmatch(r"(\d+)(?:\s*x\s*(\d+))?", part)
-        if not m:
-            raise ValueError(
-                f"{part!r} is not a size; write WIDTHxHEIGHT (1024x768), one number for a square "
-                "(1024), or a comma list (1024x1024,1280x768)")
-        w = int(m.group(1))
-        h = int(m.group(2)) if m.group(2) else w
-        if w < 1 or h < 1:
-            raise ValueError(f"{part!r} has a zero side; sizes must be positive")
-        sizes.append((w, h))
-    return sizes
-
-
-# --------------------------------------------------------------------------------------------
-# Models
-# --------------------------------------------------------------------------------------------
 
 _MODEL_CONFIG = ConfigDict(extra="forbid", coerce_numbers_to_str=True, validate_default=False,
                            protected_namespaces=())
@@ -125,7 +34,7 @@ class TrainConfig(BaseModel):
     model_config = _MODEL_CONFIG
 
     # --- model -------------------------------------------------------------------------------
-    model_family: ModelFamily = Field("sana", description="Model family to train: sana, sanavideo or sd3.")
+    model_family: str = Field("sana", description="Model family to train: one of the family cards (sana, sanavideo, sd3).")
     model_type: Literal["full", "lora"] = Field(
         "lora", description="Train every weight (full) or a small adapter on a frozen base (lora).")
     pretrained_model_name_or_path: Optional[str] = Field(
@@ -285,6 +194,13 @@ class TrainConfig(BaseModel):
     push_to_hub: bool = Field(False, description="Upload the final model to the Hugging Face Hub with a model card.")
     hub_model_id: Optional[str] = Field(None, description="Hub repo to push to (unset: the output folder's name).")
 
+    @field_validator("model_family")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        if value not in families.names():
+            raise ValueError(f"allowed values: {', '.join(families.names())}")
+        return value
+
     @field_validator("optimizer_config", mode="before")
     @classmethod
     def _optimizer_config(cls, value: Any) -> Any:
@@ -294,19 +210,13 @@ class TrainConfig(BaseModel):
                 return None
             if text.startswith("{"):
                 return json.loads(text)
-            pairs = {}
-            for part in text.split(","):
-                if "=" not in part:
-                    raise ValueError(f'{part.strip()!r} is not key=value; write e.g. "weight_decay=0.01,eps=1e-8"')
-                k, v = part.split("=", 1)
-                pairs[k.strip()] = _parse_scalar(v.strip())
-            return pairs
+            return parse_key_values(text)
         return value
 
     @field_validator("validation_guidance_skip_layers", "peft_lora_target_modules", mode="before")
     @classmethod
     def _skip_layers(cls, value: Any) -> Any:
-        return _split_list(value)
+        return split_list(value)
 
     @field_validator("sana_complex_human_instruction", mode="before")
     @classmethod
@@ -335,7 +245,12 @@ class TrainConfig(BaseModel):
 
     def base_model(self) -> str:
         """The base checkpoint to load: the configured one or the family's default."""
-        return self.pretrained_model_name_or_path or DEFAULT_MODELS[self.model_family]
+        return self.pretrained_model_name_or_path or self.family.default_model
+
+    @property
+    def family(self) -> families.FamilyCard:
+        """The card of model_family (validated on construction)."""
+        return families.card(self.model_family)
 
     def validation_resolutions(self) -> list[tuple[int, int]]:
         """Validation sizes as (width, height); unset means a square of the training size."""
@@ -403,55 +318,12 @@ class DatasetConfig(BaseModel):
     @field_validator("crop_aspect_buckets", mode="before")
     @classmethod
     def _buckets(cls, value: Any) -> Any:
-        return _split_list(value)
+        return split_list(value)
 
 
 # --------------------------------------------------------------------------------------------
 # Bundle and field metadata
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ConfigBundle:
-    """A loaded config folder: the run settings, the datasets, the prompt library and where they came from."""
-
-    train: TrainConfig
-    datasets: list[DatasetConfig]
-    prompts: dict[str, str]
-    config_path: Path
-    databackend_path: Path | None
-    prompts_path: Path | None
-    warnings: list[Issue] = field(default_factory=list)
-    base_dir: Path = field(default_factory=Path.cwd)
-
-    def resolve(self, path_str: str | Path) -> Path:
-        """A user path made absolute: as is, else under base_dir, else under the config's folder."""
-        return resolve_path(path_str, self.base_dir, self.config_path.parent)
-
-    @property
-    def enabled_datasets(self) -> list[DatasetConfig]:
-        """The image and video datasets the run trains on."""
-        return [d for d in self.datasets if not d.disabled and d.dataset_type in ("image", "video")]
-
-    @property
-    def text_embeds_dataset(self) -> DatasetConfig | None:
-        """The default text-embed cache dataset, if there is one."""
-        embeds = [d for d in self.datasets if d.dataset_type == "text_embeds" and not d.disabled]
-        return next((d for d in embeds if d.default), embeds[0] if embeds else None)
-
-
-def resolve_path(path_str: str | Path, base_dir: Path, config_dir: Path) -> Path:
-    """Resolve like SimpleTuner (relative to the working dir), falling back to the config's folder."""
-    p = Path(path_str).expanduser()
-    if p.is_absolute():
-        return p
-    first = Path(base_dir) / p
-    if first.exists():
-        return first.absolute()
-    second = Path(config_dir) / p
-    if second.exists():
-        return second.absolute()
-    return first.absolute()
 
 
 def _type_name(annotation: Any) -> str:
@@ -492,21 +364,3 @@ def field_info(model_cls: type[BaseModel], key: str) -> dict[str, Any]:
     }
 
 
-# Loading and saving live in config_io.py, which imports the models above; they are looked up
-# on first use (PEP 562) so either module can be imported first without a cycle.
-_IO_NAMES = ("check_bundle", "load_bundle", "parse_datasets", "parse_prompts", "parse_train_config", "save_bundle")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _IO_NAMES:
-        from tuner.engine import config_io
-        return getattr(config_io, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = [
-    "Issue", "ConfigError", "TrainConfig", "DatasetConfig", "VideoConfig", "ConfigBundle",
-    "load_bundle", "check_bundle", "parse_train_config", "parse_datasets", "parse_prompts",
-    "save_bundle", "field_info", "field_choices", "parse_resolutions", "resolve_path",
-    "DEFAULT_MODELS", "QUANTISED_PRECISIONS", "VIDEO_FAMILIES",
-]
