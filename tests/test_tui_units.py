@@ -37,3 +37,18 @@ def test_portrait_template_and_library_text_round_trip():
     assert from_text(to_text(prompts)) == (prompts, [])
     _, problems = from_text("a/b = slash in a nickname\nno separator here\nx = one\nx = two")
     assert len(problems) == 3
+
+
+def test_scan_of_letters_as_resolution_says_what_to_type(tmp_path):
+    # The wizard's field holds text until Next checks it; the scan must say so, not crash its worker.
+    folder = make_dataset(tmp_path / "shapes", count=3)
+    report = scan_folder({"instance_data_dir": str(folder), "resolution": "abc"}, CONFIG)
+    assert report.errors == ["resolution: got 'abc'; expected a number"]
+
+
+def test_scan_uses_the_dataset_resolution_else_the_configs(tmp_path):
+    folder = make_dataset(tmp_path / "shapes", count=2, size=128)
+    own = scan_folder({"instance_data_dir": str(folder), "caption_strategy": "textfile", "crop": True,
+                       "resolution": 96}, CONFIG)
+    inherited = scan_folder({"instance_data_dir": str(folder), "caption_strategy": "textfile", "crop": True}, CONFIG)
+    assert set(own.buckets) == {(96, 96)} and set(inherited.buckets) == {(64, 64)}

@@ -14,7 +14,8 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from tuner.engine import families
+from tuner.engine.config import DatasetConfig, TrainConfig, parse_datasets, parse_train_config
+from tuner.engine.config.models import Resolution
 from tuner.engine.data.buckets import choose_aspect, parse_aspect_buckets, size_for_aspect
 from tuner.engine.data.captions import captions_for
 from tuner.engine.data.discovery import find_images
@@ -47,16 +48,30 @@ def has_caption(path: Path, strategy: str, instance_prompt: str | None) -> bool:
         return False
 
 
-def bucket_for(width: int, height: int, dataset: dict[str, Any], resolution: float, unit: str,
+def bucket_for(width: int, height: int, dataset: DatasetConfig, resolution: Resolution,
                alignment: int) -> tuple[int, int]:
     """The training size an image lands in, by the engine's bucket rules (a random aspect shows as the image's own)."""
-    crop_aspect = dataset.get("crop_aspect", "square")
-    buckets = parse_aspect_buckets(dataset.get("crop_aspect_buckets"), dataset.get("id", "dataset"))
+    crop_aspect = dataset.crop_aspect
+    buckets = parse_aspect_buckets(dataset.crop_aspect_buckets, dataset.id)
     if crop_aspect == "random" or (crop_aspect == "closest" and not buckets):
         crop_aspect = "preserve"
-    aspect = choose_aspect(width, height, bool(dataset.get("crop")), crop_aspect, buckets, random.Random(0),
-                           dataset.get("id", "dataset"))
-    return size_for_aspect(aspect, resolution, unit, alignment)
+    aspect = choose_aspect(width, height, dataset.crop, crop_aspect, buckets, random.Random(0), dataset.id)
+    return size_for_aspect(aspect, resolution.value, resolution.unit, alignment)
+
+
+# The config keys the scan judges by (the rest of config.json is the review's to check).
+_SCAN_KEYS = ("model_family", "resolution", "resolution_type", "train_batch_size", "gradient_accumulation_steps")
+
+
+def typed_settings(dataset: dict[str, Any], config: dict[str, Any]) -> tuple[DatasetConfig | None, TrainConfig | None,
+                                                                            list[str]]:
+    """The wizard's entries as the engine's typed settings, or what is wrong with them (a field's own words)."""
+    entry = {"id": "dataset", **{k: v for k, v in dataset.items() if v is not None and v != ""}}
+    settings = {k: config[k] for k in _SCAN_KEYS if config.get(k) not in (None, "")}
+    datasets, found = parse_datasets([entry])
+    train, more = parse_train_config(settings)
+    problems = [f"{i.key.split('.', 1)[-1]}: {i.message}" for i in found + more if i.level == "error"]
+    return (datasets[0] if datasets else None), train, problems
 
 
 def scan_folder(dataset: dict[str, Any], config: dict[str, Any], processes: int = 1) -> ScanReport:
@@ -69,11 +84,12 @@ def scan_folder(dataset: dict[str, Any], config: dict[str, Any], processes: int 
     if not folder.is_dir():
         report.errors.append(f"{folder} is not a folder")
         return report
-    resolution = float(dataset.get("resolution") or config.get("resolution") or 1024)
-    unit = dataset.get("resolution_type") or config.get("resolution_type") or "pixel_area"
-    minimum = dataset.get("minimum_image_size")
-    strategy = dataset.get("caption_strategy", "filename")
-    alignment = families.card(config.get("model_family", "sana")).pixel_alignment
+    ds, train, problems = typed_settings(dataset, config)
+    if ds is None or train is None:
+        report.errors += problems
+        return report
+    resolution = train.resolution_of(ds)
+    alignment = train.family.pixel_alignment
     paths = find_images(folder)
     report.found = len(paths)
     for path in paths:
@@ -84,22 +100,22 @@ def scan_folder(dataset: dict[str, Any], config: dict[str, Any], processes: int 
             report.unreadable.append((path.name, str(e)))
             continue
         report.sizes[(width, height)] += 1
-        if minimum and measure(width, height, unit) < float(minimum):
+        if ds.minimum_image_size and measure(width, height, resolution.unit) < ds.minimum_image_size:
             continue
-        if not has_caption(path, strategy, dataset.get("instance_prompt")):
+        if not has_caption(path, ds.caption_strategy, ds.instance_prompt):
             report.no_caption.append(path.name)
             continue
         report.usable += 1
-        report.buckets[bucket_for(width, height, dataset, resolution, unit, alignment)] += 1
-    _judge(report, dataset, config, processes)
+        report.buckets[bucket_for(width, height, ds, resolution, alignment)] += 1
+    _judge(report, ds, train, processes)
     return report
 
 
-def _judge(report: ScanReport, dataset: dict[str, Any], config: dict[str, Any], processes: int) -> None:
+def _judge(report: ScanReport, dataset: DatasetConfig, train: TrainConfig, processes: int) -> None:
     """The engine's size checks (engine/data/prepare.py), said before the run instead of during it."""
-    repeats = int(dataset.get("repeats") or 0)
-    batch = int(config.get("train_batch_size") or 1) * max(processes, 1)
-    needed = batch * int(config.get("gradient_accumulation_steps") or 1)
+    repeats = dataset.repeats
+    batch = train.train_batch_size * max(processes, 1)
+    needed = batch * train.gradient_accumulation_steps
     if report.unreadable:
         names = ", ".join(name for name, _ in report.unreadable[:5])
         report.warnings.append(f"{len(report.unreadable)} unreadable file(s) will be skipped: {names}")

@@ -3,7 +3,9 @@ with SimpleTuner's key names, a one-line description per key and the values deri
 from __future__ import annotations
 
 import json
+import math
 import typing
+from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -23,6 +25,39 @@ OptimizerName = Literal[
     "bnb-adamw8bit", "bnb-lion8bit-paged", "prodigy",
 ]
 SchedulerName = Literal["constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "linear", "polynomial"]
+
+MEGAPIXEL = 1_000_000
+ResolutionType = Literal["pixel", "area", "pixel_area"]
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A training size in one of SimpleTuner's three units, with the conversions every reader needs."""
+
+    value: float
+    unit: str   # pixel: the shorter edge; area: megapixels; pixel_area: an area given as an edge length
+
+    @property
+    def area(self) -> float | None:
+        """The target area in px² (None for `pixel`, where the shorter edge is fixed instead)."""
+        if self.unit == "area":
+            return self.value * MEGAPIXEL
+        if self.unit == "pixel_area":
+            return float(self.value) ** 2
+        return None
+
+    @property
+    def square_pixels(self) -> float:
+        """Pixels of a square sample at this size."""
+        return self.area if self.area is not None else float(self.value) ** 2
+
+    @property
+    def edge(self) -> int:
+        """The side of a square sample: megapixels become an edge on a 64 px grid (at least 64)."""
+        if self.unit == "area":
+            return max(64, round(math.sqrt(self.value * MEGAPIXEL) / 64) * 64)
+        return int(self.value)
+
 
 _MODEL_CONFIG = ConfigDict(extra="forbid", coerce_numbers_to_str=True, validate_default=False,
                            protected_namespaces=())
@@ -116,7 +151,7 @@ class TrainConfig(BaseModel):
     data_backend_config: Optional[str] = Field(
         None, description="The datasets file (unset: multidatabackend.json next to config.json).")
     resolution: float = Field(1024, gt=0, description="Training size: pixels, or megapixels when resolution_type is area.")
-    resolution_type: Literal["pixel", "area", "pixel_area"] = Field(
+    resolution_type: ResolutionType = Field(
         "pixel_area", description="pixel: shorter edge; area: megapixels; pixel_area: area given as an edge length.")
     caption_dropout_probability: float = Field(
         0.0, ge=0, le=1, description="Share of steps trained with an empty caption (helps guidance).")
@@ -252,14 +287,18 @@ class TrainConfig(BaseModel):
         """The card of model_family (validated on construction)."""
         return families.card(self.model_family)
 
+    def resolution_of(self, dataset: DatasetConfig | None = None) -> Resolution:
+        """A dataset's training size: its own resolution and resolution_type, else config.json's."""
+        if dataset is None:
+            return Resolution(float(self.resolution), self.resolution_type)
+        return Resolution(float(dataset.resolution or self.resolution),
+                          dataset.resolution_type or self.resolution_type)
+
     def validation_resolutions(self) -> list[tuple[int, int]]:
         """Validation sizes as (width, height); unset means a square of the training size."""
         if self.validation_resolution:
             return parse_resolutions(self.validation_resolution)
-        if self.resolution_type == "area":
-            side = int(round((self.resolution * 1e6) ** 0.5 / 64) * 64)
-        else:
-            side = int(self.resolution)
+        side = self.resolution_of().edge
         return [(side, side)]
 
 
@@ -299,7 +338,7 @@ class DatasetConfig(BaseModel):
         None, description="Aspect ratios allowed for closest/random cropping, e.g. [0.75, 1.0, 1.33].")
     crop_style: Literal["center", "random", "corner"] = Field("random", description="Where the crop is taken.")
     resolution: Optional[float] = Field(None, gt=0, description="Training size for this dataset (unset: config.json's).")
-    resolution_type: Optional[Literal["pixel", "area", "pixel_area"]] = Field(
+    resolution_type: Optional[ResolutionType] = Field(
         None, description="How resolution is measured (unset: config.json's).")
     minimum_image_size: Optional[float] = Field(None, ge=0, description="Skip images smaller than this (same unit as resolution).")
     maximum_image_size: Optional[float] = Field(None, gt=0, description="Downscale images larger than this first.")

@@ -260,8 +260,7 @@ def area_resolution_is_megapixels(ctx: Context) -> Iterator[Issue]:
                          f"{cfg.resolution:g} with resolution_type area means {cfg.resolution:g} megapixels; "
                          "give megapixels (e.g. 1.0) or set resolution_type: pixel_area for an edge length")
     for ds in ctx.bundle.datasets:
-        kind = ds.resolution_type or cfg.resolution_type
-        if kind == "area" and ds.resolution is not None and ds.resolution > MAX_MEGAPIXELS:
+        if ds.resolution is not None and cfg.resolution_of(ds).unit == "area" and ds.resolution > MAX_MEGAPIXELS:
             yield ctx.dataset("error", ds, "resolution",
                               f"{ds.resolution:g} with resolution_type area means {ds.resolution:g} megapixels; "
                               "give megapixels (e.g. 1.0) or set resolution_type: pixel_area")

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from tuner.engine.config import ConfigBundle, DatasetConfig
 from tuner.engine.data.cache import LatentCache, TextCache, read_manifest, write_manifest
 from tuner.engine.data.encode import encode_latents, encode_texts
 from tuner.engine.data.errors import DataError
@@ -19,56 +20,53 @@ from tuner.engine.data.video import VideoSpec, bucket_name
 _MANIFEST_SKIPS = ("aspect", "metadata", "discovery")
 
 
-def video_spec(ds: Any, temporal_compression: int) -> VideoSpec | None:
+def video_spec(ds: DatasetConfig, temporal_compression: int) -> VideoSpec | None:
     """A video dataset's clip settings (None for an image dataset)."""
-    if getattr(ds, "dataset_type", "image") != "video":
+    if ds.dataset_type != "video":
         return None
-    video = getattr(ds, "video", None)
-    fields = video.model_dump() if video is not None else {}
+    fields = ds.video.model_dump() if ds.video is not None else {}
     return VideoSpec(temporal_compression=temporal_compression, **fields)
 
 
-def dataset_spec(bundle: Any, ds: Any, temporal_compression: int = 1) -> DatasetSpec:
+def dataset_spec(bundle: ConfigBundle, ds: DatasetConfig, temporal_compression: int = 1) -> DatasetSpec:
     """A dataset's settings with the global defaults filled in and its paths made absolute."""
     cfg = bundle.train
-    if getattr(ds, "type", "local") != "local":
+    if ds.type != "local":
         raise DataError(f"dataset {ds.id!r}: type {ds.type!r} is not supported; use 'local'")
     if not ds.instance_data_dir:
         raise DataError(f"dataset {ds.id!r}: instance_data_dir is missing; set it to the image folder")
     output_dir = bundle.resolve(cfg.output_dir)
-    cache_dir = (bundle.resolve(ds.cache_dir_vae) if getattr(ds, "cache_dir_vae", None)
-                 else output_dir / "cache" / "vae" / ds.id)
-    skip = (getattr(ds, "skip_file_discovery", "") or "").lower()
+    cache_dir = bundle.resolve(ds.cache_dir_vae) if ds.cache_dir_vae else output_dir / "cache" / "vae" / ds.id
+    resolution = cfg.resolution_of(ds)
     return DatasetSpec(
         id=ds.id,
         folder=bundle.resolve(ds.instance_data_dir),
         cache_dir=cache_dir,
         size=SizeRule(
-            resolution=ds.resolution or cfg.resolution,
-            resolution_type=ds.resolution_type or getattr(cfg, "resolution_type", None) or "pixel",
-            minimum_image_size=getattr(ds, "minimum_image_size", None),
-            maximum_image_size=getattr(ds, "maximum_image_size", None),
-            target_downsample_size=getattr(ds, "target_downsample_size", None),
+            resolution=resolution.value,
+            resolution_type=resolution.unit,
+            minimum_image_size=ds.minimum_image_size,
+            maximum_image_size=ds.maximum_image_size,
+            target_downsample_size=ds.target_downsample_size,
         ),
-        crop=bool(getattr(ds, "crop", False)),
-        crop_aspect=getattr(ds, "crop_aspect", None) or "square",
-        crop_aspect_buckets=tuple(getattr(ds, "crop_aspect_buckets", None) or ()),
-        crop_style=getattr(ds, "crop_style", None) or "random",
-        caption_strategy=getattr(ds, "caption_strategy", None) or "filename",
-        instance_prompt=getattr(ds, "instance_prompt", None),
-        repeats=int(getattr(ds, "repeats", 0) or 0),
-        probability=float(1.0 if getattr(ds, "probability", None) is None else ds.probability),
-        is_regularisation=bool(getattr(ds, "is_regularisation_data", False)),
-        content_hash=bool(getattr(ds, "cache_content_hash", False)),
-        use_manifest_only=any(word in skip for word in _MANIFEST_SKIPS),
+        crop=ds.crop,
+        crop_aspect=ds.crop_aspect,
+        crop_aspect_buckets=tuple(ds.crop_aspect_buckets or ()),
+        crop_style=ds.crop_style,
+        caption_strategy=ds.caption_strategy,
+        instance_prompt=ds.instance_prompt,
+        repeats=ds.repeats,
+        probability=ds.probability,
+        is_regularisation=ds.is_regularisation_data,
+        use_manifest_only=any(word in ds.skip_file_discovery.lower() for word in _MANIFEST_SKIPS),
         video=video_spec(ds, temporal_compression),
     )
 
 
-def text_cache_dir(bundle: Any) -> tuple[str, Path]:
+def text_cache_dir(bundle: ConfigBundle) -> tuple[str, Path]:
     """The text-embed cache's dataset id (for events) and folder."""
     text_ds = bundle.text_embeds_dataset
-    if text_ds is not None and getattr(text_ds, "cache_dir", None):
+    if text_ds is not None and text_ds.cache_dir:
         return text_ds.id, bundle.resolve(text_ds.cache_dir)
     return (text_ds.id if text_ds is not None else "text"), bundle.resolve(bundle.train.output_dir) / "cache" / "text"
 
@@ -114,7 +112,7 @@ def _scan_all(bundle: Any, datasets: list, family: Any, fingerprint: str, events
     results = []
     for ds in datasets:
         spec = dataset_spec(bundle, ds, int(getattr(family, "temporal_compression", 1)))
-        if getattr(ds, "vae_cache_clear_each_epoch", False):
+        if ds.vae_cache_clear_each_epoch:
             _log(events, "warning", f"dataset {ds.id!r}: vae_cache_clear_each_epoch is not supported; "
                                     f"random crops are fixed per image and the cache is kept")
         result = scan_dataset(spec, read_manifest(spec.cache_dir, spec.folder), family.pixel_alignment,
@@ -151,7 +149,7 @@ def prepare_data(bundle: Any, family: Any, *, num_processes: int = 1, process_in
     needed = batch_size * cfg.gradient_accumulation_steps * num_processes
     rule = (f"train_batch_size {batch_size} × gradient_accumulation_steps "
             f"{cfg.gradient_accumulation_steps} × {num_processes} processes")
-    on_the_fly = bool(getattr(cfg, "vae_cache_disable", False))
+    on_the_fly = cfg.vae_cache_disable
 
     if is_main:
         try:
