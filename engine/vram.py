@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.engine import families
+from tuner.engine.config.models import Resolution, TrainConfig
 
 GB = 1024 ** 3
 CONTEXT_GB = 0.8
@@ -51,6 +52,9 @@ WEIGHT_BYTES = {"no_change": None, "int8-quanto": 1.0 + 2 / 128, "fp8-quanto": 1
 OPTIMIZER_STATES = {"adamw": (2, None, False), "adamw_bf16": (2, None, True), "optimi-adamw": (2, None, True),
                     "optimi-stableadamw": (2, None, True), "optimi-lion": (1, None, True),
                     "bnb-adamw8bit": (2, 1.0, False), "bnb-lion8bit-paged": (1, 1.0, False), "prodigy": (4, None, False)}
+
+
+_DEFAULTS = {key: info.default for key, info in TrainConfig.model_fields.items() if not info.is_required()}
 
 
 def factorization(dimension: int, factor: int = -1) -> tuple[int, int]:
@@ -145,31 +149,30 @@ def model_from_folder(folder: Path, family: str) -> dict[str, Any]:
 
 def _tokens(model: dict[str, Any], cfg: dict[str, Any]) -> int:
     """Transformer tokens per sample at the configured training resolution."""
-    res = float(cfg.get("resolution") or 1024)
-    kind = cfg.get("resolution_type") or "pixel_area"
+    size = Resolution(float(cfg["resolution"]), cfg["resolution_type"])
     if model.get("video"):
         # the checkpoint's 832×480 aspect, shorter edge = resolution; 4× temporal compression
-        pixels = res * res * 832 / 480
-        frames = 1 + (int(cfg.get("num_frames") or cfg.get("validation_num_video_frames") or 81) - 1) // 4
+        pixels = size.edge ** 2 * 832 / 480
+        frames = 1 + (int(cfg.get("num_frames") or cfg["validation_num_video_frames"] or 81) - 1) // 4
     else:
-        pixels = res * 1e6 if kind == "area" else res * res
+        pixels = size.square_pixels
         frames = 1
     per_frame = pixels / (model["vae_factor"] * model["patch"]) ** 2
     return int(per_frame * frames + model.get("text_tokens", 0))
 
 
 def _trainable(model: dict[str, Any], cfg: dict[str, Any]) -> float:
-    if cfg.get("model_type", "lora") == "full":
+    if cfg["model_type"] == "full":
         return model["params"]
     modules = model["layers"] * model["attn_modules"]
     hidden = model["hidden"]
-    if cfg.get("lora_type", "standard") == "lycoris":
+    if cfg["lora_type"] == "lycoris":
         factor = int((cfg.get("_lycoris") or {}).get("factor", 16))
         m, n = factorization(hidden, factor)
         dim = int((cfg.get("_lycoris") or {}).get("linear_dim", 10000))
         w2 = n * n if dim >= n / 2 else 2 * n * dim
         return modules * (m * m + w2)
-    return modules * int(cfg.get("lora_rank") or 16) * 2 * hidden
+    return modules * int(cfg["lora_rank"]) * 2 * hidden
 
 
 def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
@@ -179,8 +182,9 @@ def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
     `hardware` may give "gpus" (a count or probe()'s list; more than one adds DDP buckets);
     `model` overrides the lookup (e.g. model_from_folder of a local base).
     """
-    cfg = dict(config)
-    family = cfg.get("model_family", "sana")
+    # Unset keys take TrainConfig's defaults, so the estimate never restates one.
+    cfg = {**_DEFAULTS, **{k: v for k, v in config.items() if v is not None and v != ""}}
+    family = cfg["model_family"]
     notes: list[str] = []
     if model is None:
         source = cfg.get("pretrained_model_name_or_path")
@@ -193,10 +197,10 @@ def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
                 notes.append(f"{source!r} is not a known model: sized as {families.card(family).sizes[0].key}")
     gpus = (hardware or {}).get("gpus", 1)
     gpus = len(gpus) if isinstance(gpus, list) else int(gpus or 1)
-    mixed = cfg.get("mixed_precision", "bf16")
+    mixed = cfg["mixed_precision"]
     wbytes = 2.0 if mixed == "bf16" else 4.0
     act_bytes = 4.0 if mixed == "no" else 2.0
-    precision = cfg.get("base_model_precision", "no_change")
+    precision = cfg["base_model_precision"]
     qbytes = WEIGHT_BYTES.get(precision)
     params = model["params"]
     parts: dict[str, float] = {}
@@ -204,29 +208,29 @@ def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
     # training peak
     weights = params * wbytes if qbytes is None else params * (QUANTISED_SHARE * qbytes + (1 - QUANTISED_SHARE) * 2)
     per_block = params / model["layers"]
-    if cfg.get("enable_group_offload"):
-        weights = 2 * int(cfg.get("group_offload_blocks_per_group") or 1) * per_block * wbytes
+    if cfg["enable_group_offload"]:
+        weights = 2 * int(cfg["group_offload_blocks_per_group"]) * per_block * wbytes
         notes.append("group offload: weights and optimizer state in RAM; two block groups on the GPU")
     parts["weights"] = weights
     if qbytes is not None:
         parts["dequantised_block"] = per_block * 2
     trainable = _trainable(model, cfg)
     tbytes = 2.0 if mixed == "bf16" else 4.0
-    if cfg.get("model_type", "lora") != "full":
+    if cfg["model_type"] != "full":
         parts["adapter"] = trainable * tbytes
     parts["gradients"] = trainable * tbytes
-    states, per_state, kahan = OPTIMIZER_STATES.get(cfg.get("optimizer", "adamw_bf16"), (2, None, False))
+    states, per_state, kahan = OPTIMIZER_STATES.get(cfg["optimizer"], (2, None, False))
     optimizer = trainable * states * (per_state or tbytes) + (trainable * 2 if kahan and tbytes == 2 else 0)
-    parts["optimizer"] = 0.0 if cfg.get("enable_group_offload") else optimizer
+    parts["optimizer"] = 0.0 if cfg["enable_group_offload"] else optimizer
     if gpus > 1:
         parts["ddp_buckets"] = trainable * tbytes
-    if cfg.get("use_ema") and cfg.get("ema_device") == "accelerator":
+    if cfg["use_ema"] and cfg["ema_device"] == "accelerator":
         parts["ema"] = trainable * 4
-    batch = int(cfg.get("train_batch_size") or 1)
+    batch = int(cfg["train_batch_size"])
     tokens = _tokens(model, cfg)
     layer_act = ACT_ELEMENTS * tokens * model["hidden"] * act_bytes * batch
-    if cfg.get("gradient_checkpointing"):
-        interval = max(1, int(cfg.get("gradient_checkpointing_interval") or 1))
+    if cfg["gradient_checkpointing"]:
+        interval = max(1, int(cfg["gradient_checkpointing_interval"] or 1))
         kept = math.ceil(model["layers"] / interval)
         parts["activations"] = kept * tokens * model["hidden"] * act_bytes * batch \
             + (model["layers"] - kept) * layer_act + layer_act
@@ -238,10 +242,9 @@ def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
     # caching peak: text encoders + VAE encoding; the denoiser is not loaded yet
     encoders = 0.0
     for index, count in enumerate(model["text_encoders"], start=1):
-        tq = WEIGHT_BYTES.get(cfg.get(f"text_encoder_{index}_precision", "no_change"))
+        tq = WEIGHT_BYTES.get(cfg[f"text_encoder_{index}_precision"])
         encoders += count * (wbytes if tq is None else tq)
-    res = float(cfg.get("resolution") or 1024)
-    encode = VAE_BYTES_PER_PIXEL * res * res * int(cfg.get("vae_batch_size") or 4)
+    encode = VAE_BYTES_PER_PIXEL * Resolution(float(cfg["resolution"]), cfg["resolution_type"]).square_pixels * int(cfg["vae_batch_size"])
     if model.get("video"):
         encode *= 4  # a clip's frames pass the causal 3D VAE in chunks of four
     caching = encoders + model["vae_params"] * 4 + encode
