@@ -10,6 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Input, Label, Select, Switch
 
+from tuner.engine import families
 from tuner.engine.config import DatasetConfig, VideoConfig, parse_datasets
 from tuner.tui.screens.step import StepScreen
 from tuner.tui.widgets.config_form import ConfigField, form_values
@@ -53,7 +54,7 @@ class DatasetStep(StepScreen):
             yield PathInput(ds.get("instance_data_dir", ""), id="folder")
         for key in KEYS:
             yield ConfigField(DatasetConfig, key, ds.get(key))
-        if self.state.family == "sanavideo":
+        if families.card(self.state.family).video:
             video = ds.get("video") or {}
             for key in VIDEO_KEYS:
                 yield ConfigField(VideoConfig, key, video.get(key), label=f"video {key}")
@@ -73,7 +74,7 @@ class DatasetStep(StepScreen):
                 out.pop(key, None)
             else:
                 out[key] = value
-        if self.state.family == "sanavideo":
+        if families.card(self.state.family).video:
             out["dataset_type"] = "video"
             out["video"] = {k: v for k, v in video.items() if v is not None}
         return out
