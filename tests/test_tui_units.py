@@ -52,3 +52,10 @@ def test_scan_uses_the_dataset_resolution_else_the_configs(tmp_path):
                        "resolution": 96}, CONFIG)
     inherited = scan_folder({"instance_data_dir": str(folder), "caption_strategy": "textfile", "crop": True}, CONFIG)
     assert set(own.buckets) == {(96, 96)} and set(inherited.buckets) == {(64, 64)}
+
+
+def test_scan_of_a_bad_aspect_bucket_names_it(tmp_path):
+    folder = make_dataset(tmp_path / "shapes", count=2)
+    report = scan_folder({"instance_data_dir": str(folder), "caption_strategy": "textfile", "crop": True,
+                          "crop_aspect": "closest", "crop_aspect_buckets": [1.0, -2]}, CONFIG)
+    assert len(report.errors) == 1 and "crop_aspect_buckets entry -2" in report.errors[0]

@@ -15,12 +15,12 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from tuner.engine.config import DatasetConfig, TrainConfig, parse_datasets, parse_train_config
-from tuner.engine.config.models import Resolution
-from tuner.engine.data.buckets import choose_aspect, parse_aspect_buckets, size_for_aspect
+from tuner.engine.data.buckets import parse_aspect_buckets
 from tuner.engine.data.captions import captions_for
 from tuner.engine.data.discovery import find_images
 from tuner.engine.data.errors import DataError
-from tuner.engine.data.sizing import measure
+from tuner.engine.data.placement import place
+from tuner.engine.data.sizing import SizeRule
 
 
 
@@ -48,15 +48,15 @@ def has_caption(path: Path, strategy: str, instance_prompt: str | None) -> bool:
         return False
 
 
-def bucket_for(width: int, height: int, dataset: DatasetConfig, resolution: Resolution,
-               alignment: int) -> tuple[int, int]:
-    """The training size an image lands in, by the engine's bucket rules (a random aspect shows as the image's own)."""
-    crop_aspect = dataset.crop_aspect
+def bucket_for(width: int, height: int, dataset: DatasetConfig, size: SizeRule, alignment: int) -> tuple[int, int]:
+    """The training size an image lands in, by the engine's placement (a random aspect shows as the image's own)."""
     buckets = parse_aspect_buckets(dataset.crop_aspect_buckets, dataset.id)
+    crop_aspect = dataset.crop_aspect
     if crop_aspect == "random" or (crop_aspect == "closest" and not buckets):
         crop_aspect = "preserve"
-    aspect = choose_aspect(width, height, dataset.crop, crop_aspect, buckets, random.Random(0), dataset.id)
-    return size_for_aspect(aspect, resolution.value, resolution.unit, alignment)
+    return place(width, height, size=size, crop=dataset.crop, crop_aspect=crop_aspect, aspect_buckets=buckets,
+                 crop_style=dataset.crop_style, alignment=alignment, rng=random.Random(0),
+                 dataset_id=dataset.id).bucket
 
 
 # The config keys the scan judges by (the rest of config.json is the review's to check).
@@ -88,7 +88,18 @@ def scan_folder(dataset: dict[str, Any], config: dict[str, Any], processes: int 
     if ds is None or train is None:
         report.errors += problems
         return report
-    resolution = train.resolution_of(ds)
+    try:
+        _count(report, folder, ds, train)
+    except DataError as e:  # settings only the engine's rules reject (a zero aspect bucket)
+        report.errors.append(str(e))
+        return report
+    _judge(report, ds, train, processes)
+    return report
+
+
+def _count(report: ScanReport, folder: Path, ds: DatasetConfig, train: TrainConfig) -> None:
+    """Read each image's header and sort it: unreadable, too small, uncaptioned, or into its bucket."""
+    size = SizeRule.of(train, ds)
     alignment = train.family.pixel_alignment
     paths = find_images(folder)
     report.found = len(paths)
@@ -100,15 +111,13 @@ def scan_folder(dataset: dict[str, Any], config: dict[str, Any], processes: int 
             report.unreadable.append((path.name, str(e)))
             continue
         report.sizes[(width, height)] += 1
-        if ds.minimum_image_size and measure(width, height, resolution.unit) < ds.minimum_image_size:
+        if size.too_small(width, height):
             continue
         if not has_caption(path, ds.caption_strategy, ds.instance_prompt):
             report.no_caption.append(path.name)
             continue
         report.usable += 1
-        report.buckets[bucket_for(width, height, ds, resolution, alignment)] += 1
-    _judge(report, ds, train, processes)
-    return report
+        report.buckets[bucket_for(width, height, ds, size, alignment)] += 1
 
 
 def _judge(report: ScanReport, dataset: DatasetConfig, train: TrainConfig, processes: int) -> None:

@@ -37,18 +37,11 @@ def dataset_spec(bundle: ConfigBundle, ds: DatasetConfig, temporal_compression: 
         raise DataError(f"dataset {ds.id!r}: instance_data_dir is missing; set it to the image folder")
     output_dir = bundle.resolve(cfg.output_dir)
     cache_dir = bundle.resolve(ds.cache_dir_vae) if ds.cache_dir_vae else output_dir / "cache" / "vae" / ds.id
-    resolution = cfg.resolution_of(ds)
     return DatasetSpec(
         id=ds.id,
         folder=bundle.resolve(ds.instance_data_dir),
         cache_dir=cache_dir,
-        size=SizeRule(
-            resolution=resolution.value,
-            resolution_type=resolution.unit,
-            minimum_image_size=ds.minimum_image_size,
-            maximum_image_size=ds.maximum_image_size,
-            target_downsample_size=ds.target_downsample_size,
-        ),
+        size=SizeRule.of(cfg, ds),
         crop=ds.crop,
         crop_aspect=ds.crop_aspect,
         crop_aspect_buckets=tuple(ds.crop_aspect_buckets or ()),

@@ -2,18 +2,20 @@
 from __future__ import annotations
 
 import os
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuner.engine.data.buckets import choose_aspect, parse_aspect_buckets, size_for_aspect
+from tuner.engine.data.buckets import parse_aspect_buckets
 from tuner.engine.data.cache import file_content_hash, latent_key
 from tuner.engine.data.captions import captions_for
-from tuner.engine.data.crops import CROP_STYLES, cover_size, crop_box, image_rng
+from tuner.engine.data.crops import CROP_STYLES, image_rng
 from tuner.engine.data.discovery import find_images
 from tuner.engine.data.errors import DataError
 from tuner.engine.data.pixels import BrokenImage, load_rgb
+from tuner.engine.data.placement import Placement, place
 from tuner.engine.data.sizing import SizeRule
 
 
@@ -37,6 +39,13 @@ class DatasetSpec:
     content_hash: bool = False
     use_manifest_only: bool = False
     video: Any = None                  # a VideoSpec for video datasets (see video.py)
+
+    def place(self, width: int, height: int, aspect_buckets: list[tuple[float, float]], alignment: int,
+              rng: random.Random) -> Placement:
+        """Where an image (or a clip's frames) of this size lands in this dataset."""
+        return place(width, height, size=self.size, crop=self.crop, crop_aspect=self.crop_aspect,
+                     aspect_buckets=aspect_buckets, crop_style=self.crop_style, alignment=alignment, rng=rng,
+                     dataset_id=self.id)
 
 
 @dataclass(frozen=True)
@@ -126,16 +135,10 @@ def scan_dataset(spec: DatasetSpec, manifest: dict[str, dict], alignment: int, f
             result.skipped["no caption text file (.txt beside the image) or it is empty"] += 1
             continue
         rng = image_rng(seed, f"{spec.id}/{rel}")
-        down = spec.size.downsampled(width, height)
-        aspect = choose_aspect(down[0], down[1], spec.crop, spec.crop_aspect, aspect_buckets, rng, spec.id)
-        bucket = size_for_aspect(aspect, spec.size.resolution, spec.size.resolution_type, alignment)
-        resized = cover_size(down[0], down[1], *bucket)
-        # Without `crop` only the rounding remainder is trimmed, so centre it whatever the style.
-        style = spec.crop_style if spec.crop else "center"
-        box = crop_box(resized[0], resized[1], bucket[0], bucket[1], style, rng)
+        at = spec.place(width, height, aspect_buckets, alignment, rng)
         key = latent_key(path.resolve(), info["mtime_ns"], info["size"], info.get("sha256"),
-                         down, resized, box, fingerprint)
+                         at.downsampled, at.resized, at.box, fingerprint)
         result.samples.append(Sample(path=path, dataset_id=spec.id, captions=tuple(captions),
-                                     is_regularisation=spec.is_regularisation, bucket=bucket,
-                                     downsampled=down, resized=resized, box=box, key=key))
+                                     is_regularisation=spec.is_regularisation, bucket=at.bucket,
+                                     downsampled=at.downsampled, resized=at.resized, box=at.box, key=key))
     return result

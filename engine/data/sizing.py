@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tuner.engine.data.errors import DataError
+
+if TYPE_CHECKING:
+    from tuner.engine.config import DatasetConfig, TrainConfig
 
 RESOLUTION_TYPES = ("pixel", "area", "pixel_area")
 MEGAPIXEL = 1_000_000
@@ -51,6 +55,13 @@ class SizeRule:
     minimum_image_size: float | None = None
     maximum_image_size: float | None = None
     target_downsample_size: float | None = None
+
+    @classmethod
+    def of(cls, train: TrainConfig, dataset: DatasetConfig) -> SizeRule:
+        """A dataset's size settings at its effective resolution (its own, else config.json's)."""
+        resolution = train.resolution_of(dataset)
+        return cls(resolution.value, resolution.unit, dataset.minimum_image_size, dataset.maximum_image_size,
+                   dataset.target_downsample_size)
 
     def check(self, dataset_id: str) -> None:
         """Reject settings that cannot work, naming the key to change."""

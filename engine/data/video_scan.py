@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tuner.engine.data.buckets import choose_aspect, parse_aspect_buckets, size_for_aspect
+from tuner.engine.data.buckets import parse_aspect_buckets
 from tuner.engine.data.cache import file_content_hash, latent_key
 from tuner.engine.data.captions import captions_for
-from tuner.engine.data.crops import CROP_STYLES, cover_size, crop_box, image_rng
+from tuner.engine.data.crops import CROP_STYLES, image_rng
 from tuner.engine.data.errors import DataError
 from tuner.engine.data.scan import DatasetSpec, Sample, ScanResult
 from tuner.engine.data.video import BUCKET_STRATEGIES, BrokenVideo, VIDEO_EXTENSIONS, find_videos, probe_video
@@ -87,16 +87,12 @@ def scan_videos(spec: DatasetSpec, manifest: dict[str, dict], alignment: int, fi
             continue
         frames = video.frames_for(length)
         rng = image_rng(seed, f"{spec.id}/{rel}")
-        down = spec.size.downsampled(width, height)
-        aspect = choose_aspect(down[0], down[1], spec.crop, spec.crop_aspect, aspect_buckets, rng, spec.id)
-        size = size_for_aspect(aspect, spec.size.resolution, spec.size.resolution_type, alignment)
-        resized = cover_size(down[0], down[1], *size)
-        box = crop_box(resized[0], resized[1], size[0], size[1], spec.crop_style if spec.crop else "center", rng)
+        at = spec.place(width, height, aspect_buckets, alignment, rng)
         # The frame count enters the key through the fingerprint slot: same clip, other length, other latent.
-        key = latent_key(path.resolve(), info["mtime_ns"], info["size"], info.get("sha256"), down, resized, box,
-                         f"{fingerprint}|frames=0:{frames}")
+        key = latent_key(path.resolve(), info["mtime_ns"], info["size"], info.get("sha256"), at.downsampled,
+                         at.resized, at.box, f"{fingerprint}|frames=0:{frames}")
         result.samples.append(Sample(path=path, dataset_id=spec.id, captions=tuple(captions),
-                                     is_regularisation=spec.is_regularisation, bucket=(*size, frames),
-                                     downsampled=down, resized=resized, box=box, key=key, frames=frames,
-                                     is_i2v=video.is_i2v))
+                                     is_regularisation=spec.is_regularisation, bucket=(*at.bucket, frames),
+                                     downsampled=at.downsampled, resized=at.resized, box=at.box, key=key,
+                                     frames=frames, is_i2v=video.is_i2v))
     return result
