@@ -211,3 +211,22 @@ def test_sana_video_warns_about_shift_and_vae(tmp_path: Path) -> None:
     assert "ignored for sanavideo" in found["flow_schedule_auto_shift"]
     assert "Sana Video needs its own VAE" in found["pretrained_vae_model_name_or_path"]
     assert "becomes 77" in found["validation_num_video_frames"]
+
+
+@pytest.mark.parametrize("key,value,says", [
+    ("report_to", "wandb", "trackers are not supported yet"),
+    ("push_to_hub", True, "nothing is pushed"),
+    ("compress_disk_cache", True, "uncompressed safetensors"),
+    ("noise_offset", 0.1, "no offset noise is added"),
+    ("validation_prompt_library", True, "no built-in prompt library"),
+])
+def test_a_setting_that_cannot_act_yet_is_said_not_dropped(tmp_path: Path, key, value, says) -> None:
+    folder = write_folder(tmp_path, {**GOOD_CONFIG, key: value}, GOOD_DATASETS, GOOD_PROMPTS)
+    warnings = [i for i in check_bundle(folder, base_dir=tmp_path) if i.level == "warning" and i.key == key]
+    assert len(warnings) == 1 and says in warnings[0].message
+
+
+def test_the_prompt_library_switch_no_longer_hides_the_missing_prompt(tmp_path: Path) -> None:
+    config = {k: v for k, v in GOOD_CONFIG.items() if k != "--validation_prompt"}
+    folder = write_folder(tmp_path, {**config, "validation_prompt_library": True}, GOOD_DATASETS, None)
+    assert any(i.key == "validation_prompt" for i in check_bundle(folder, base_dir=tmp_path))

@@ -267,6 +267,51 @@ def area_resolution_is_megapixels(ctx: Context) -> Iterator[Issue]:
 
 
 # --------------------------------------------------------------------------------------------
+# Settings tuner reads but cannot act on yet: said, never silently dropped
+# --------------------------------------------------------------------------------------------
+
+# key → what happens instead and what to do; warned when the key is set to anything but its default.
+NOT_ACTING_YET = {
+    "report_to": "trackers are not supported yet, so no run is logged there; every metric is in the job's "
+                 "events (tunerd attach --json, tuner-tui)",
+    "tracker_project_name": "ignored: trackers are not supported yet",
+    "tracker_run_name": "ignored: trackers are not supported yet (tunerd submit takes it as the job's name)",
+    "push_to_hub": "uploading is not supported yet, nothing is pushed; upload output_dir/pipeline with "
+                   "`huggingface-cli upload REPO OUTPUT_DIR/pipeline`",
+    "hub_model_id": "ignored: uploading is not supported yet",
+    "compress_disk_cache": "ignored: the caches are written as uncompressed safetensors",
+    "validation_prompt_library": "ignored: tuner has no built-in prompt library; give a user_prompt_library "
+                                 "(tuner-tui's Ctrl+L writes 15 portrait prompts for your subject)",
+    "noise_offset": "not supported yet, no offset noise is added; remove the key",
+    "validation_guidance_rescale": "not supported yet, guidance is not rescaled; remove the key",
+    "num_validation_images": "not supported yet: one sample is made per prompt and size; remove the key",
+}
+DATASET_NOT_ACTING_YET = {
+    "is_regularisation_data": "regularisation (prior preservation) is not supported yet, so these images are "
+                              "trained like the others; set disabled: true to leave them out",
+    "write_batch_size": "ignored: each cache entry is written as its own file",
+}
+
+
+@rule
+def settings_not_acting_yet(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    for key, why in NOT_ACTING_YET.items():
+        if ctx.is_set(key) and getattr(cfg, key) != type(cfg).model_fields[key].default:
+            yield ctx.config("warning", key, why)
+    if cfg.attention_mechanism != "diffusers" and cfg.family.sageattention:
+        yield ctx.config("warning", "attention_mechanism",
+                         f"{cfg.attention_mechanism} is not supported yet; PyTorch's SDPA (diffusers) is used")
+    for ds in ctx.bundle.datasets:
+        for key, why in DATASET_NOT_ACTING_YET.items():
+            if key in ds.model_fields_set and getattr(ds, key) != type(ds).model_fields[key].default:
+                yield ctx.dataset("warning", ds, key, why)
+        if ds.video is not None and ds.video.is_i2v:
+            yield ctx.dataset("warning", ds, "video.is_i2v",
+                              "image-to-video training is not supported yet; the clips train as text-to-video")
+
+
+# --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
 
@@ -296,8 +341,7 @@ def video_frames_only_for_video(ctx: Context) -> Iterator[Issue]:
 @rule
 def validation_has_prompts(ctx: Context) -> Iterator[Issue]:
     cfg = ctx.bundle.train
-    if not cfg.validation_disable and not cfg.validation_prompt and not ctx.bundle.prompts \
-            and not cfg.validation_prompt_library:
+    if not cfg.validation_disable and not cfg.validation_prompt and not ctx.bundle.prompts:
         yield ctx.config("warning", "validation_prompt",
                          "no validation prompt and no prompt library, so no samples will be made; "
                          "set validation_prompt, or validation_disable: true")
