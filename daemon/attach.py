@@ -28,5 +28,5 @@ def attach(job: str) -> int:
     except KeyboardInterrupt:
         console.print(f"detached from {job}; it goes on (tunerd attach {job} to come back)")
         return 0
-    console.print(f"{job}: {view.job_state}" + (f" — {view.reason}" if view.reason else ""))
+    console.print(f"{job}: {view.job.state}" + (f" — {view.job.reason}" if view.job.reason else ""))
     return 0

@@ -12,8 +12,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from tuner.daemon import protocol as p
+from tuner.engine.event_fold import duration
 from tuner.tui import daemon_link
-from tuner.tui.monitor_model import duration
 
 POLL_SECONDS = 2.0
 STATE_STYLES = {"running": "bold green", "starting": "green", "stopping": "yellow", "queued": "cyan",

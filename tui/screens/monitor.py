@@ -11,8 +11,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Static
 
 from tuner.daemon import protocol as p
+from tuner.engine.event_fold import JobView, duration
 from tuner.tui import daemon_link
-from tuner.tui.monitor_model import MonitorModel, duration
 from tuner.tui.widgets.job_feed import JobFeed
 from tuner.tui.widgets.loss_chart import LossChart
 from tuner.tui.widgets.memory_gauges import MemoryGauges
@@ -42,7 +42,7 @@ class MonitorScreen(Screen):
     def __init__(self, job: str, *, follow: bool = True):
         super().__init__()
         self.job = job
-        self.model = MonitorModel(job)
+        self.model = JobView()   # the same fold `tunerd attach` draws
         self.follow = follow
         self.requests: list[str] = []
 
@@ -78,12 +78,12 @@ class MonitorScreen(Screen):
     @on(JobFeed.Progress)
     @on(JobFeed.Event)
     def event(self, message: JobFeed.Event) -> None:
-        if isinstance(message, JobFeed.Progress):
-            self.model.add_losses(message.losses)
-            message.losses.clear()
-        line = self.model.feed(message.stream, message.event)
-        if line:
-            self.query_one(RichLog).write(self._styled(line))
+        # A coalesced Progress brings the events of the messages it replaced: fold them all in.
+        events = message.take() if isinstance(message, JobFeed.Progress) else [message.event]
+        for event in events:
+            line = self.model.apply(event, message.stream)
+            if line:
+                self.query_one(RichLog).write(self._styled(line))
         kind = message.event.get("type")
         if kind == "progress":
             self.render_progress()
@@ -123,7 +123,7 @@ class MonitorScreen(Screen):
 
     def render_head(self) -> None:
         m = self.model
-        text = Text.assemble((f"{m.job}  ", "bold"), (f"{m.state}", "bold reverse"), f"  phase {m.phase}")
+        text = Text.assemble((f"{self.job}  ", "bold"), (m.state or "?", "bold reverse"), f"  phase {m.phase or '-'}")
         if m.reason:
             text.append(f"  {m.reason}", style="dim")
         if m.errors:
@@ -131,11 +131,11 @@ class MonitorScreen(Screen):
         self.query_one("#job-head", Static).update(text)
 
     def render_progress(self) -> None:
-        pr = self.model.progress
-        step, total = pr.get("step") or 0, pr.get("total") or 0
+        m = self.model
+        pr = m.progress
         bar = self.query_one(ProgressBar)
-        bar.update(total=max(total, 1), progress=step)
-        self.query_one("#progress-label", Label).update(f" step {step}/{total}  ETA {duration(pr.get('eta_s'))}")
+        bar.update(total=max(m.total, 1), progress=m.step)
+        self.query_one("#progress-label", Label).update(f" step {m.step}/{m.total}  ETA {duration(m.eta_s)}")
         parts = [f"epoch {pr.get('epoch', '-')}"]
         for key, fmt, name in (("lr", "{:.2e}", "lr"), ("grad_norm", "{:.3f}", "grad norm"),
                                ("steps_per_s", "{:.2f}", "it/s"), ("samples_per_s", "{:.1f}", "samples/s")):
@@ -153,7 +153,7 @@ class MonitorScreen(Screen):
     def render_validations(self) -> None:
         # Hidden until the first sample, so the log gets the room on small terminals.
         self.query_one("#validations").display = True
-        latest = list(self.model.validations.items())[-VALIDATION_SHOWN:]
+        latest = self.model.latest_validations(VALIDATION_SHOWN)
         for i, widget in enumerate(self.query(".validation").results(PixelImage)):
             if i < len(latest):
                 nick, ev = latest[i]

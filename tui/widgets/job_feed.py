@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from textual import work
@@ -27,18 +28,31 @@ class JobFeed(Widget):
             self.stream, self.event = stream, event
 
     class Progress(Event):
-        """A progress event: only the newest one is shown, so a queued one is replaced.
+        """A progress event: only the newest one is drawn, so a queued one is replaced.
 
-        `losses` holds every loss since the last one handled (shared by the queued messages),
-        so coalescing drops redraws, never points of the loss chart.
+        `pending` holds every progress event not yet handled (shared by the queued messages);
+        the handler folds them in with `take()`, so coalescing drops redraws, never events.
         """
 
-        def __init__(self, stream: str, event: dict[str, Any], losses: list[float]):
+        def __init__(self, stream: str, event: dict[str, Any], pending: deque[dict[str, Any]]):
             super().__init__(stream, event)
-            self.losses = losses
+            self.pending = pending
 
         def can_replace(self, message: Message) -> bool:
             return isinstance(message, JobFeed.Progress)
+
+        def take(self) -> list[dict[str, Any]]:
+            """The progress events up to and including this one, in order, removed from `pending`.
+
+            Only the replaced messages' events come with it: a later one that is already
+            pending waits for its own message, so no event overtakes one that came before it.
+            """
+            taken = []
+            while self.pending:
+                taken.append(self.pending.popleft())
+                if taken[-1] is self.event:
+                    break
+            return taken
 
     class Ended(Message):
         """The job reached a final state and every event before it has arrived."""
@@ -59,7 +73,7 @@ class JobFeed(Widget):
         self.job = job
         self.socket = socket
         self.seen = {"engine": 0, "daemon": 0}
-        self.losses: list[float] = []   # filled here, emptied by the Progress handler (same event loop)
+        self.pending: deque[dict[str, Any]] = deque()   # filled here, emptied by Progress.take (same event loop)
 
     def start(self) -> None:
         """Begin following the job (the monitor calls this; tests may feed messages instead)."""
@@ -74,9 +88,8 @@ class JobFeed(Widget):
         if isinstance(event.get("seq"), int):
             self.seen[stream] = max(self.seen[stream], event["seq"])
         if stream == "engine" and event.get("type") == "progress":
-            if isinstance(event.get("loss"), (int, float)):
-                self.losses.append(float(event["loss"]))
-            self.post_message(self.Progress(stream, event, self.losses))
+            self.pending.append(event)
+            self.post_message(self.Progress(stream, event, self.pending))
         else:
             self.post_message(self.Event(stream, event))
 

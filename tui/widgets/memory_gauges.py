@@ -8,9 +8,11 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from tuner.tui.monitor_model import gib
-
 BAR = 12
+
+
+def gib(n: float | None) -> str:
+    return f"{n / 2**30:.1f} GiB" if isinstance(n, (int, float)) else "-"
 
 
 def bar(used: float, total: float, width: int = BAR) -> Text:
