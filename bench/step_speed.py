@@ -50,7 +50,7 @@ def build_model(size: str, root: Path) -> Path:
 
 
 def config_for(model: Path, work: Path, steps: int, batch: int) -> Path:
-    from tuner.engine.demo import write_demo_config
+    from tuner.presets.demo import write_demo_config
 
     return write_demo_config(work, model_dir=model, images=16, max_train_steps=steps, train_batch_size=batch,
                              optimizer="adamw", mixed_precision="no", validation_disable=True,

@@ -1,18 +1,22 @@
-"""The built-in demo: a tiny Sana trained on generated coloured shapes, watched live.
+"""The built-in demo's own parts: a generated dataset of coloured shapes, its prompts, its tiny Sana.
 
-`tuner demo` (the README's `make demo`) writes a complete config folder — model, dataset,
-config.json, multidatabackend.json, prompt library — and trains it through tunerd when the
-daemon is available, else in this process.
+Torch-free to import: the model is built only when asked for, and `demo_model(..., isolated=True)`
+builds it in a child process so a client (`tunerd demo`) never loads torch. The demo's training
+recipe is a preset (presets/sana-tiny-demo.toml); `tuner.presets.demo` puts these parts and that
+preset together into a config folder, so the engine never imports the presets.
 """
 from __future__ import annotations
 
-import json
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw
+
+from tuner.engine.tiny.common import is_complete
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 40)}
 BACKGROUNDS = {"white": (245, 245, 245), "black": (15, 15, 15)}
@@ -22,6 +26,8 @@ DEMO_PROMPTS = {
     "blue_square": "a blue square on a black background",
     "yellow_triangle": "a yellow triangle on a white background",
 }
+DEMO_MODEL_FAMILY = "sana-demo"   # the tiny builder's name for its demo-sized Sana
+_BUILD_IN_CHILD = "import sys; from tuner.engine.tiny import build_tiny_sana; build_tiny_sana(sys.argv[1], size='demo')"
 
 
 def draw_shape(shape: str, colour: str, background: str, size: int, rng: random.Random) -> Image.Image:
@@ -56,43 +62,23 @@ def make_dataset(folder: Path, count: int = 24, size: int = 128, seed: int = 0) 
     return folder
 
 
-def write_demo_config(folder: Path, steps: int | None = None, *, model_dir: Path | None = None,
-                      images: int = 24, output_dir: Path | None = None, **overrides: Any) -> Path:
-    """A complete config folder for the demo under `folder` (model, dataset, configs); returns the config folder.
+def demo_model(out: Path, *, isolated: bool = False) -> Path:
+    """The demo's tiny Sana at `out`, built on first use (torch and diffusers load only then).
 
-    `model_dir` reuses an already built tiny model; `output_dir` defaults to `folder/output`;
-    `overrides` replace config.json keys. The model, dataset and caches are shared between runs.
+    `isolated` builds it in a child process, so that this process never imports torch.
     """
-    from tuner.engine.tiny import build_tiny_sana
-    from tuner.presets import apply_preset, load_preset
+    out = Path(out)
+    if is_complete(out, family=DEMO_MODEL_FAMILY):
+        return out
+    if not isolated:
+        from tuner.engine.tiny import build_tiny_sana
 
-    folder = Path(folder).resolve()
-    model = Path(model_dir) if model_dir is not None else build_tiny_sana(folder / "model", size="demo")
-    dataset = make_dataset(folder / "dataset", count=images)
-    config_dir = folder / "config"
-    config_dir.mkdir(parents=True, exist_ok=True)
-    base = {
-        "pretrained_model_name_or_path": str(model),
-        "output_dir": str(Path(output_dir).resolve() if output_dir else folder / "output"),
-        "data_backend_config": str(config_dir / "multidatabackend.json"),
-        "user_prompt_library": str(config_dir / "user_prompt_library.json"),
-        "validation_prompt": DEMO_PROMPTS["red_circle"],
-    }
-    datasets = [
-        {"id": "shapes", "type": "local", "dataset_type": "image", "instance_data_dir": str(dataset),
-         "cache_dir_vae": str(folder / "cache" / "vae" / "shapes")},
-        {"id": "text-embeds", "type": "local", "dataset_type": "text_embeds", "default": True,
-         "cache_dir": str(folder / "cache" / "text")},
-    ]
-    config, datasets = apply_preset(load_preset("sana-tiny-demo"), base, datasets)
-    if steps is not None:
-        config["max_train_steps"] = steps
-    config.update(overrides)
-    library = {k: v for k, v in DEMO_PROMPTS.items() if v != config["validation_prompt"]}
-    (config_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    (config_dir / "multidatabackend.json").write_text(json.dumps(datasets, indent=2) + "\n")
-    (config_dir / "user_prompt_library.json").write_text(json.dumps(library, indent=2) + "\n")
-    return config_dir
+        return build_tiny_sana(out, size="demo")
+    done = subprocess.run([sys.executable, "-c", _BUILD_IN_CHILD, str(out)], capture_output=True, text=True)
+    if done.returncode != 0 or not is_complete(out, family=DEMO_MODEL_FAMILY):
+        raise RuntimeError(f"building the demo's tiny Sana in {out} failed (exit {done.returncode}):\n"
+                           f"{done.stderr.strip()[-2000:]}")
+    return out
 
 
 def new_run_dir(folder: Path) -> Path:
@@ -101,12 +87,9 @@ def new_run_dir(folder: Path) -> Path:
 
 
 def command(args: Any) -> int:
-    """`tuner demo`: write the demo config, then train it in this process and watch."""
-    from tuner.engine.runner import run, watch
+    """`tuner demo` (engine/cli.py names this module): the command itself is `tuner.presets.demo.command`."""
+    # engine/cli.py is the `tuner` dispatcher and already reaches tuner.presets for `tuner presets`;
+    # once it names tuner.presets.demo for `tuner demo` too, this forwarder goes.
+    from tuner.presets.demo import command as run
 
-    output = new_run_dir(Path(args.dir))
-    config_dir = write_demo_config(Path(args.dir), steps=args.steps, output_dir=output)
-    print(f"demo config: {config_dir}  (edit it and run `tuner train {config_dir}`)")
-    code = watch(lambda listener: run(config_dir, output, listener), plain=args.plain, title="tuner demo: tiny Sana")
-    print(f"validation images: {output / 'validation_images'}\npipeline: {output / 'pipeline'}")
-    return code
+    return run(args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tuner.engine.demo import write_demo_config
+from tuner.presets.demo import write_demo_config
 from tuner.engine.events import read_events
 from tuner.engine.jobdir import EVENTS
 

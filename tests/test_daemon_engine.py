@@ -16,7 +16,7 @@ from test_daemon_support import (  # noqa: F401
     demo_config, demo_template, request, stop_everything, tunerd, tunerd_env, wait_for, wait_state,
 )
 
-pytest.importorskip("tuner.engine.demo", reason="the engine's demo config is not there yet")
+pytest.importorskip("tuner.presets.demo", reason="the demo config is not there yet")
 pytestmark = pytest.mark.slow
 
 

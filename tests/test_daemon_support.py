@@ -159,7 +159,7 @@ def tunerd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def demo_template(tmp_path_factory):
     """A complete demo config folder (tiny Sana, generated dataset), built once per session."""
-    demo = pytest.importorskip("tuner.engine.demo")
+    demo = pytest.importorskip("tuner.presets.demo")
     folder = tmp_path_factory.mktemp("demo")
     demo.write_demo_config(folder, steps=20)
     return folder
