@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import logging
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from tuner.engine.config import TrainConfig
 from tuner.engine.train import checkpoint
 from tuner.engine.train.optim import make_optimizer, make_scheduler
 
@@ -22,10 +22,11 @@ OPTIMIZERS = {
 }
 
 
-def _cfg(name: str, extra: str | None) -> SimpleNamespace:
+def _cfg(name: str, extra: str | None) -> TrainConfig:
     lr = 1.0 if name == "prodigy" else 1e-3
-    return SimpleNamespace(optimizer=name, optimizer_config=extra, learning_rate=lr, lr_scheduler="cosine",
-                           lr_warmup_steps=1)
+    # optimizer_config as users write it in config.json; TrainConfig parses it into a dict.
+    return TrainConfig(optimizer=name, optimizer_config=extra, learning_rate=lr, lr_scheduler="cosine",
+                       lr_warmup_steps=1)
 
 
 def _model(seed: int = 0) -> torch.nn.Module:
@@ -111,3 +112,23 @@ def test_optimizer_config_reaches_the_optimizer():
 def test_unknown_optimizer_config_key_names_the_key():
     with pytest.raises(ValueError, match="optimizer_config.*bogus"):
         make_optimizer(_cfg("optimi-stableadamw", "bogus=1"), _model().parameters())
+
+
+def test_polynomial_schedule_decays_to_lr_end_with_lr_power():
+    def lrs(**keys) -> list[float]:
+        cfg = TrainConfig(learning_rate=1e-3, lr_scheduler="polynomial", **keys)
+        optimizer = make_optimizer(cfg, _model().parameters())
+        scheduler = make_scheduler(cfg, optimizer, total_steps=10)
+        seen = []
+        for _ in range(10):
+            optimizer.step()
+            scheduler.step()
+            seen.append(scheduler.get_last_lr()[0])
+        return seen
+
+    given = lrs(lr_end=1e-5, lr_power=2.0)
+    assert given[4] == pytest.approx((1e-3 - 1e-5) * 0.5 ** 2 + 1e-5)
+    assert given[-1] == pytest.approx(1e-5)
+    assert lrs(lr_end=0.0)[-1] == 0.0  # 0 means decay to nothing, not some fallback
+    # Unset, the config's own defaults apply (lr_end 4e-7, lr_power 0.8), not another set of fallbacks.
+    assert lrs()[4] == pytest.approx((1e-3 - 4e-7) * 0.5 ** 0.8 + 4e-7)

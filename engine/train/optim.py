@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from diffusers.optimization import (
@@ -15,39 +15,13 @@ from diffusers.optimization import (
     get_polynomial_decay_schedule_with_warmup,
 )
 
+if TYPE_CHECKING:
+    from tuner.engine.config import TrainConfig
+
 log = logging.getLogger(__name__)
 
 
-def parse_optimizer_config(value: str | dict[str, Any] | None) -> dict[str, Any]:
-    """`optimizer_config` as SimpleTuner writes it ("beta1=0.9,weight_decay=0.01") or as a dict."""
-    if not value:
-        return {}
-    if isinstance(value, dict):
-        return dict(value)
-    out: dict[str, Any] = {}
-    for part in value.split(","):
-        if not part.strip():
-            continue
-        key, sep, raw = part.partition("=")
-        if not sep:
-            raise ValueError(f"config.json: optimizer_config: {part!r} is not key=value; write e.g. 'weight_decay=0.01'")
-        out[key.strip()] = _parse_scalar(raw.strip())
-    return out
-
-
-def _parse_scalar(raw: str) -> Any:
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw
-
-
-def make_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """The optimizer named by cfg.optimizer, with cfg's betas/decay/eps and optimizer_config on top."""
     params = [p for p in params if p.requires_grad]
     name = cfg.optimizer
@@ -59,14 +33,14 @@ def make_optimizer(cfg: Any, params: Iterable[torch.nn.Parameter]) -> torch.opti
                          "the optimizer's documentation for its names") from exc
 
 
-def _make(cfg: Any, name: str, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    extra = parse_optimizer_config(getattr(cfg, "optimizer_config", None))
-    beta2 = getattr(cfg, "adam_beta2", 0.999)
-    if "lion" in name and "adam_beta2" not in getattr(cfg, "model_fields_set", ()):
+def _make(cfg: TrainConfig, name: str, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    extra = dict(cfg.optimizer_config or {})  # a copy: the keys taken below must stay in the config
+    beta2 = cfg.adam_beta2
+    if "lion" in name and "adam_beta2" not in cfg.model_fields_set:
         beta2 = 0.99  # Lion's own default; AdamW's 0.999 makes its sign updates too sluggish
-    betas = (extra.pop("beta1", getattr(cfg, "adam_beta1", 0.9)), extra.pop("beta2", beta2))
-    weight_decay = extra.pop("weight_decay", getattr(cfg, "adam_weight_decay", 1e-2))
-    eps = extra.pop("eps", getattr(cfg, "adam_epsilon", 1e-8))
+    betas = (extra.pop("beta1", cfg.adam_beta1), extra.pop("beta2", beta2))
+    weight_decay = extra.pop("weight_decay", cfg.adam_weight_decay)
+    eps = extra.pop("eps", cfg.adam_epsilon)
     lr = cfg.learning_rate
 
     if name == "adamw":
@@ -103,10 +77,10 @@ def _make(cfg: Any, name: str, params: list[torch.nn.Parameter]) -> torch.optim.
     raise ValueError(f"config.json: optimizer: {name!r} is not supported by this engine")
 
 
-def make_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     """The lr schedule named by cfg.lr_scheduler over `total_steps` optimizer steps."""
     name = cfg.lr_scheduler
-    warmup = int(getattr(cfg, "lr_warmup_steps", 0) or 0)
+    warmup = cfg.lr_warmup_steps
     if name == "constant":
         return get_constant_schedule(optimizer)
     if name == "constant_with_warmup":
@@ -114,15 +88,14 @@ def make_scheduler(cfg: Any, optimizer: torch.optim.Optimizer, total_steps: int)
     if name == "cosine":
         return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps, num_cycles=0.5)
     if name == "cosine_with_restarts":
-        cycles = int(getattr(cfg, "lr_num_cycles", 1) or 1)
-        return get_cosine_with_hard_restarts_schedule_with_warmup(optimizer, warmup, total_steps, num_cycles=cycles)
+        return get_cosine_with_hard_restarts_schedule_with_warmup(optimizer, warmup, total_steps,
+                                                                  num_cycles=cfg.lr_num_cycles)
     if name == "linear":
         return get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
     if name == "polynomial":
-        lr_end = float(getattr(cfg, "lr_end", None) or 1e-7)
-        power = float(getattr(cfg, "lr_power", None) or 1.0)
+        lr_end = cfg.lr_end
         if lr_end >= cfg.learning_rate:
             # diffusers refuses this combination; the user meant "decay to nearly nothing".
             lr_end = cfg.learning_rate * 1e-3
-        return get_polynomial_decay_schedule_with_warmup(optimizer, warmup, total_steps, lr_end=lr_end, power=power)
+        return get_polynomial_decay_schedule_with_warmup(optimizer, warmup, total_steps, lr_end=lr_end, power=cfg.lr_power)
     raise ValueError(f"config.json: lr_scheduler: {name!r} is not supported by this engine")
