@@ -24,6 +24,14 @@ def auto_shift(image_seq_len: int, base_len: int = 256, max_len: int = 4096,
     return math.exp(mu)
 
 
+def schedule_shift(latents: torch.Tensor, patch_area: int, *, shift: float, auto: bool) -> float:
+    """The user's training shift (flow_schedule_shift), or with `auto` (flow_schedule_auto_shift) the
+    resolution-dependent one for the tokens of one latent: its pixels over the denoiser's patch area."""
+    if auto:
+        return auto_shift(latents[0, 0].numel() // max(1, patch_area))
+    return float(shift)
+
+
 def sample_sigmas(batch: int, generator: torch.Generator, *, uniform: bool = False,
                   sigmoid_scale: float = 1.0, shift: float = 1.0) -> torch.Tensor:
     """Draw one training noise level per sample: logit-normal by default, or uniform."""

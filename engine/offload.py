@@ -21,29 +21,32 @@ from __future__ import annotations
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from tuner.engine.config import TrainConfig
 
 _HOOKS = ("group_offloading", "lazy_prefetch_group_offloading")
 
 
-def settings(cfg: Any, device: torch.device, name: str = "module", trained: bool = False) -> dict[str, Any]:
+def settings(cfg: TrainConfig, device: torch.device, name: str = "module", trained: bool = False) -> dict[str, Any]:
     """Keyword arguments for diffusers' apply_group_offloading from the config's group_offload_* keys."""
     device = torch.device(device)
-    kind = getattr(cfg, "group_offload_type", "block_level") or "block_level"
+    kind = cfg.group_offload_type
     if kind not in ("block_level", "leaf_level"):
         raise ValueError(f"config.json: group_offload_type {kind!r} is not block_level or leaf_level")
     kwargs: dict[str, Any] = {"onload_device": device, "offload_device": torch.device("cpu"), "offload_type": kind}
     if kind == "block_level":
-        kwargs["num_blocks_per_group"] = int(getattr(cfg, "group_offload_blocks_per_group", 1) or 1)
-    if getattr(cfg, "group_offload_use_stream", False):
+        kwargs["num_blocks_per_group"] = int(cfg.group_offload_blocks_per_group)
+    if cfg.group_offload_use_stream:
         if device.type == "cuda" and torch.cuda.is_available():
             kwargs["use_stream"] = True
         else:
             warnings.warn(f"group_offload_use_stream ignored: CUDA streams are not available on {device}",
                           stacklevel=2)
-    disk = getattr(cfg, "group_offload_to_disk_path", None)
+    disk = cfg.group_offload_to_disk_path
     if disk and trained:
         warnings.warn(f"group_offload_to_disk_path: the trained {name} is offloaded to RAM instead (diffusers "
                       "reloads a group's file written once, which would undo training updates)", stacklevel=2)
@@ -56,14 +59,14 @@ def settings(cfg: Any, device: torch.device, name: str = "module", trained: bool
     return kwargs
 
 
-def apply(module: torch.nn.Module, cfg: Any, device: torch.device, name: str = "module",
+def apply(module: torch.nn.Module, cfg: TrainConfig, device: torch.device, name: str = "module",
           trained: bool = False) -> torch.nn.Module:
     """Put `module` under group offload as the config says; returns it (hooks are added in place)."""
     from diffusers.hooks import apply_group_offloading
 
     if is_offloaded(module):
         return module
-    if getattr(cfg, "enable_model_cpu_offload", False):
+    if cfg.enable_model_cpu_offload:
         # config_rules refuses the pair before anything loads; this guards direct callers.
         raise ValueError("enable_group_offload cannot be combined with enable_model_cpu_offload; set one to false")
     apply_group_offloading(module, **settings(cfg, device, name, trained))

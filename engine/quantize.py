@@ -103,10 +103,3 @@ def weight_bytes(model: nn.Module) -> int:
         else:
             total += tensor.numel() * tensor.element_size()
     return total
-
-
-def quantize_text_encoder(encoder: nn.Module, cfg: Any, index: int, device: torch.device | str) -> nn.Module:
-    """Apply `text_encoder_<index>_precision` (with quantize_via) to a loaded, frozen text encoder."""
-    key = f"text_encoder_{index}_precision"
-    return quantize_model(encoder, getattr(cfg, key, None), device=device,
-                          via=getattr(cfg, "quantize_via", "accelerator"), key=key)

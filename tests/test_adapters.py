@@ -126,11 +126,11 @@ def test_lokr_resume_continues_exactly(tmp_path, tiny_sana):
 
 
 def test_lora_on_tiny_sana_exports_for_diffusers_and_comfyui(tmp_path, tiny_sana):
-    from types import SimpleNamespace
-
     from diffusers import SanaPipeline
 
-    cfg = SimpleNamespace(lora_rank=4, lora_alpha=2.0, lora_dropout=0.0, peft_lora_target_modules=None)
+    from tuner.engine.config import TrainConfig
+
+    cfg = TrainConfig(lora_rank=4, lora_alpha=2.0, lora_dropout=0.0)
     model = adapters.add_lora(_transformer(tiny_sana), cfg, "sana")
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(".lora_" in n for n in trainable)
@@ -160,9 +160,9 @@ def test_lora_on_tiny_sana_exports_for_diffusers_and_comfyui(tmp_path, tiny_sana
 
 
 def test_lora_target_modules_are_configurable_and_checked(tiny_sana):
-    from types import SimpleNamespace
+    from tuner.engine.config import TrainConfig
 
-    cfg = SimpleNamespace(lora_rank=2, lora_alpha=None, lora_dropout=0.0, peft_lora_target_modules=["to_q"])
+    cfg = TrainConfig(lora_rank=2, lora_dropout=0.0, peft_lora_target_modules=["to_q"])
     model = adapters.add_lora(_transformer(tiny_sana), cfg, "sana")
     wrapped = {n.split(".lora_")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert wrapped == {f"transformer_blocks.{b}.attn{a}.to_q" for b in (0, 1) for a in (1, 2)}

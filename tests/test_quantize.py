@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from safetensors.torch import load_file
 
 from engine_fixtures import demo_config
 from tuner.engine import adapters
-from tuner.engine.config import check_bundle, load_bundle
+from tuner.engine.config import TrainConfig, check_bundle, load_bundle
 from tuner.engine.events import EventWriter
 from tuner.engine.jobdir import EVENTS
 from tuner.engine.quantize import quantize_model, weight_bytes
@@ -62,7 +61,7 @@ def test_quantised_base_shrinks_and_lora_trains_on_top(tiny_sana, precision):
     assert type(model.transformer_blocks[0].attn1.to_q).__name__ == _layer_type(precision)
     assert type(model.proj_out) is torch.nn.Linear, "the output projection must stay in full precision"
     assert weight_bytes(model) < full_bytes
-    cfg = SimpleNamespace(lora_rank=4, lora_alpha=None, lora_dropout=0.0, peft_lora_target_modules=None)
+    cfg = TrainConfig(lora_rank=4, lora_dropout=0.0)
     adapters.add_lora(model, cfg, "sana")
     out = model(**_inputs())[0]
     # quantisation error stays modest (int2 is coarse), and LoRA starts as the identity
@@ -77,8 +76,8 @@ def test_text_encoder_precision_quantises_gemma_and_keeps_embeddings_close(tiny_
     from tuner.engine.models.sana import SanaFamily
 
     def family(precision: str) -> SanaFamily:
-        cfg = SimpleNamespace(pretrained_model_name_or_path=str(tiny_sana), text_encoder_1_precision=precision,
-                              quantize_via="cpu")
+        cfg = TrainConfig(pretrained_model_name_or_path=str(tiny_sana), text_encoder_1_precision=precision,
+                          quantize_via="cpu")
         return SanaFamily(cfg, torch.device("cpu"), torch.float32)
 
     plain, quantised = family("no_change"), family("int8-quanto")

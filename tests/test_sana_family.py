@@ -2,22 +2,19 @@
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from tuner.engine.config import TrainConfig
 from tuner.engine.models.base import family_class
 from tuner.engine.models.common import ModelLoadError
 from tuner.engine.models.sana import SanaFamily
 
 
 def make_cfg(model, **overrides):
-    values = dict(pretrained_model_name_or_path=str(model), pretrained_vae_model_name_or_path=None,
-                  gradient_checkpointing=False, gradient_checkpointing_interval=None,
-                  tokenizer_max_length=None, mixed_precision="no")
-    values.update(overrides)
-    return SimpleNamespace(**values)
+    return TrainConfig(model_family="sana", pretrained_model_name_or_path=str(model), mixed_precision="no",
+                       **overrides)
 
 
 @pytest.fixture(scope="module")

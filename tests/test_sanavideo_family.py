@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import inspect
 import json
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from tuner.engine import offload
+from tuner.engine.config import TrainConfig
 from tuner.engine.models.base import family_class
 from tuner.engine.models.sanavideo import SanaVideoFamily, scheduler_shift
-from tuner.engine.train.loop import _shift
 
 
 def make_cfg(model, **extra):
-    base = dict(pretrained_model_name_or_path=str(model), vae_dtype="default", validation_num_video_frames=5,
-                framerate=8, gradient_checkpointing=False, enable_group_offload=False,
-                flow_schedule_shift=3.0, flow_schedule_auto_shift=False)
-    return SimpleNamespace(**{**base, **extra})
+    base = dict(pretrained_model_name_or_path=str(model), validation_num_video_frames=5, framerate=8)
+    return TrainConfig(model_family="sanavideo", **{**base, **extra})
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +62,11 @@ def test_latents_are_normalised_with_the_vae_configs_mean_and_std(family, tiny_s
                                rtol=1e-4, atol=1e-4)
 
 
-def test_training_uses_the_checkpoints_shift_and_ignores_the_users(family):
-    assert family.fixed_schedule and family.training_shift == 8.0
-    cfg = SimpleNamespace(flow_schedule_shift=0.1, flow_schedule_auto_shift=True)
-    assert _shift(cfg, family, torch.zeros(1, 16, 2, 8, 8)) == 8.0
+def test_training_uses_the_checkpoints_shift_and_ignores_the_users(tiny_sanavideo):
+    users = make_cfg(tiny_sanavideo, flow_schedule_shift=0.1, flow_schedule_auto_shift=True)
+    family = SanaVideoFamily(users, torch.device("cpu"), torch.float32)
+    assert users.family.fixed_schedule
+    assert family.training_shift(torch.zeros(1, 16, 2, 8, 8)) == 8.0
     assert scheduler_shift({"shift": 3.0}) == 3.0
     assert scheduler_shift({"flow_shift": 5.0, "use_flow_sigmas": False}) == 1.0
     assert scheduler_shift({}) == 1.0
@@ -110,14 +108,13 @@ def test_predict_runs_under_group_offload_with_gradients(tiny_sanavideo, tmp_pat
 
 
 def test_offload_settings_follow_the_config():
-    cfg = SimpleNamespace(group_offload_type="leaf_level", group_offload_blocks_per_group=3,
-                          group_offload_use_stream=False, group_offload_to_disk_path=None)
+    cfg = TrainConfig(group_offload_type="leaf_level", group_offload_blocks_per_group=3)
     kwargs = offload.settings(cfg, torch.device("cpu"))
     assert kwargs["offload_type"] == "leaf_level" and "num_blocks_per_group" not in kwargs
     cfg.group_offload_type = "block_level"
     assert offload.settings(cfg, torch.device("cpu"))["num_blocks_per_group"] == 3
     with pytest.raises(ValueError, match="enable_model_cpu_offload"):
-        offload.apply(torch.nn.Linear(2, 2), SimpleNamespace(**vars(cfg), enable_model_cpu_offload=True),
+        offload.apply(torch.nn.Linear(2, 2), cfg.model_copy(update={"enable_model_cpu_offload": True}),
                       torch.device("cpu"))
 
 

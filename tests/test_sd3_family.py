@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from tuner.engine import cli
+from tuner.engine.config import TrainConfig
 from tuner.engine.models.base import family_class
 from tuner.engine.models.common import ModelLoadError
 from tuner.engine.models.sd3 import SD3Family
@@ -20,12 +20,8 @@ CLIP_TOKENS, T5_WIDTH, POOLED = 77, 48, 40
 
 
 def make_cfg(model, **overrides):
-    values = dict(pretrained_model_name_or_path=str(model), pretrained_vae_model_name_or_path=None,
-                  gradient_checkpointing=False, gradient_checkpointing_interval=None, tokenizer_max_length=None,
-                  mixed_precision="no", t5_padding="unmodified", sd3_clip_uncond_behaviour="empty_string",
-                  sd3_t5_uncond_behaviour="empty_string", validation_guidance_skip_layers=None)
-    values.update(overrides)
-    return SimpleNamespace(**values)
+    return TrainConfig(model_family="sd3", pretrained_model_name_or_path=str(model), mixed_precision="no",
+                       **overrides)
 
 
 def make_family(model, **overrides):
@@ -336,11 +332,10 @@ def test_bf16_weights_train_and_sample(tiny_sd3, texts):
     assert fam.generate(model, texts[0], texts[1], 64, 64, 2, 3.0, 0)[0].size == (64, 64)
 
 
-def test_auto_shift_counts_patches_not_latent_pixels(family):
+def test_auto_shift_counts_patches_not_latent_pixels(tiny_sd3):
     from tuner.engine import flow
-    from tuner.engine.train.loop import _shift
 
-    cfg = SimpleNamespace(flow_schedule_auto_shift=True, flow_schedule_shift=3.0)
     latents = torch.zeros(1, 4, 64, 64)                 # 128 px: 64×64 latents, 2×2 patches
-    assert _shift(cfg, family, latents) == pytest.approx(flow.auto_shift(32 * 32))
-    assert _shift(SimpleNamespace(flow_schedule_auto_shift=False, flow_schedule_shift=3.0), family, latents) == 3.0
+    auto = make_family(tiny_sd3, flow_schedule_auto_shift=True, flow_schedule_shift=3.0)
+    assert auto.training_shift(latents) == pytest.approx(flow.auto_shift(32 * 32))
+    assert make_family(tiny_sd3, flow_schedule_shift=3.0).training_shift(latents) == 3.0

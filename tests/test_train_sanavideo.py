@@ -114,13 +114,12 @@ def test_missing_crepa_encoder_says_where_it_looked(tmp_path, monkeypatch):
 
 
 def test_crepa_block_index_past_the_model_is_a_config_error(tmp_path, tiny_sanavideo, monkeypatch):
-    from types import SimpleNamespace
-
+    from tuner.engine.config import TrainConfig
     from tuner.engine.models.sanavideo import SanaVideoFamily
 
-    family = SanaVideoFamily(SimpleNamespace(pretrained_model_name_or_path=str(tiny_sanavideo)),
-                             torch.device("cpu"), torch.float32)
-    cfg = SimpleNamespace(crepa_block_index=10)
+    cfg = TrainConfig(model_family="sanavideo", pretrained_model_name_or_path=str(tiny_sanavideo),
+                      crepa_block_index=10)
+    family = SanaVideoFamily(cfg, torch.device("cpu"), torch.float32)
     with pytest.raises(ValueError, match=r"crepa_block_index 10 is not a block of this model \(2 blocks\)"):
         crepa_module.CREPA(cfg, family, family.load_transformer(), torch.device("cpu"),
                            encoder=crepa_module.FrameEncoder(tiny_dinov2(), 28))

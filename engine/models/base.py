@@ -24,7 +24,10 @@ class ModelFamily(Protocol):
     """What the engine needs from a model family. Tensors returned for caching live on the CPU."""
 
     name: ClassVar[str]            # the `model_family` value: "sana", "sd3", "sanavideo"
+    device: torch.device           # where the family's modules run (the accelerator's device)
+    weight_dtype: torch.dtype      # the dtype the denoiser trains in
     pixel_alignment: int           # image sides must be multiples of this (VAE factor × patch)
+    patch_area: int                # latent pixels per transformer token (the auto shift counts tokens)
     latent_channels: int
 
     @property
@@ -53,6 +56,8 @@ class ModelFamily(Protocol):
         """Pixels (B, 3, H, W) in [-1, 1] → latents already scaled/shifted for training, on the CPU."""
 
     # --- training ------------------------------------------------------------------------
+    def training_shift(self, latents: torch.Tensor) -> float:
+        """The flow shift for a batch of training latents: the user's schedule, or the checkpoint's own."""
     def predict(self, model: torch.nn.Module, noisy_latents: torch.Tensor, sigmas: torch.Tensor,
                 text: dict[str, torch.Tensor]) -> torch.Tensor:
         """The model's output for noisy latents at noise levels `sigmas` (B,) in [0, 1]."""
@@ -70,6 +75,16 @@ class ModelFamily(Protocol):
         """A cheap decode of in-progress sampling latents for a preview frame."""
     def save_pipeline(self, model: torch.nn.Module, folder: Path) -> None:
         """Write a diffusers-format pipeline folder with the trained weights."""
+
+
+class VideoFamily(ModelFamily, Protocol):
+    """A family whose samples are clips: what video validation and CREPA need on top."""
+
+    num_frames: int                # frames per validation clip
+    framerate: int                 # frames per second of written validation videos
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Training latents (B, C, f, h, w) → pixels (B, 3, F, H, W) in [-1, 1]."""
 
 
 def family_class(name: str) -> type[Any]:

@@ -10,9 +10,12 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from tuner.engine.config import TrainConfig
 
 _DTYPES = {
     "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -188,7 +191,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
         model = inner
 
 
-def model_sources(cfg: Any) -> tuple[str, str, str | None]:
+def model_sources(cfg: TrainConfig) -> tuple[str, str, str | None]:
     """(model source, VAE source, VAE subfolder) from pretrained_model_name_or_path (else the family card's
     default) and pretrained_vae_model_name_or_path."""
     base = cfg.base_model()
@@ -206,11 +209,12 @@ def load_frozen(cls: type, source: str, subfolder: str | None, dtype: torch.dtyp
     return module.requires_grad_(False).eval().to(device)
 
 
-def load_denoiser(cls: type, source: str, dtype: torch.dtype, device: torch.device, cfg: Any) -> torch.nn.Module:
+def load_denoiser(cls: type, source: str, dtype: torch.dtype, device: torch.device,
+                  cfg: TrainConfig) -> torch.nn.Module:
     """The transformer to train: in `dtype`, train mode, with (interval) gradient checkpointing as configured."""
     model = load_component(cls, source, "transformer", torch_dtype=dtype)
-    if getattr(cfg, "gradient_checkpointing", False):
-        checkpoint_blocks(model, model.transformer_blocks, getattr(cfg, "gradient_checkpointing_interval", None))
+    if cfg.gradient_checkpointing:
+        checkpoint_blocks(model, model.transformer_blocks, cfg.gradient_checkpointing_interval)
     return model.to(device).train()
 
 

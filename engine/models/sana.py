@@ -5,16 +5,19 @@ from __future__ import annotations
 import inspect
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from tuner.engine import flow
 from tuner.engine.models.common import (
     free_memory, json_digest, model_sources, load_component, load_denoiser, load_frozen, model_dtype,
     save_pipeline_folder, source_fingerprint, tensor_to_pil, unwrap,
 )
 
-DEFAULT_MAX_LENGTH = 300
+if TYPE_CHECKING:
+    from tuner.engine.config import TrainConfig
+
 _IDENTITY_FILES = ("model_index.json", "tiny.json", "transformer/config.json", "vae/config.json",
                    "text_encoder/config.json", "tokenizer/tokenizer_config.json",
                    "scheduler/scheduler_config.json")
@@ -39,19 +42,17 @@ class SanaFamily:
 
         return SanaPipeline
 
-    def __init__(self, cfg: Any, device: torch.device, weight_dtype: torch.dtype) -> None:
+    def __init__(self, cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtype) -> None:
         from diffusers import AutoencoderDC, SanaTransformer2DModel
 
         self.cfg = cfg
         self.device = torch.device(device)
         self.weight_dtype = weight_dtype
         self.source, self.vae_source, self.vae_subfolder = model_sources(cfg)
-        self.max_length = int(getattr(cfg, "tokenizer_max_length", None) or DEFAULT_MAX_LENGTH)
-        instruction = getattr(cfg, "sana_complex_human_instruction", None)
-        if isinstance(instruction, str):
-            instruction = instruction.splitlines()
+        self.max_length = int(cfg.tokenizer_max_length or cfg.family.text_max_length)
+        instruction = cfg.sana_complex_human_instruction
         self.instruction: list[str] = default_instruction() if instruction is None else list(instruction)
-        if str(getattr(cfg, "vae_dtype", "default")) not in ("default", "fp32"):
+        if cfg.vae_dtype not in ("default", "fp32"):
             warnings.warn(f"vae_dtype {cfg.vae_dtype!r} is ignored for Sana: AutoencoderDC stays in fp32 "
                           "(it overflows in half precision)", stacklevel=2)
 
@@ -87,9 +88,8 @@ class SanaFamily:
         encoder.requires_grad_(False).eval()
         from tuner.engine.quantize import quantize_model
 
-        self.text_encoder = quantize_model(encoder, getattr(self.cfg, "text_encoder_1_precision", None),
-                                           device=self.device, via=getattr(self.cfg, "quantize_via", "accelerator"),
-                                           key="text_encoder_1_precision")
+        self.text_encoder = quantize_model(encoder, self.cfg.text_encoder_1_precision, device=self.device,
+                                           via=self.cfg.quantize_via, key="text_encoder_1_precision")
         # Caption dropout needs it after the encoder is unloaded, so it is made while loaded.
         self.empty_prompt()
 
@@ -121,7 +121,7 @@ class SanaFamily:
                  json_digest({"max_length": self.max_length, "instruction": self.instruction,
                               "text_dtype": str(self.weight_dtype), "family": self.name,
                               # a quantised text encoder gives (slightly) different embeddings
-                              "text_precision": getattr(self.cfg, "text_encoder_1_precision", None)})]
+                              "text_precision": self.cfg.text_encoder_1_precision})]
         return json_digest(parts)[:16]
 
     # --- encoding --------------------------------------------------------------------------------
@@ -176,6 +176,11 @@ class SanaFamily:
         return (latents * self.scaling_factor).float().cpu()
 
     # --- training --------------------------------------------------------------------------------
+    def training_shift(self, latents: torch.Tensor) -> float:
+        """flow_schedule_shift, or the auto shift for this many tokens (flow_schedule_auto_shift)."""
+        return flow.schedule_shift(latents, self.patch_area, shift=self.cfg.flow_schedule_shift,
+                                   auto=self.cfg.flow_schedule_auto_shift)
+
     def predict(self, model: torch.nn.Module, noisy_latents: torch.Tensor, sigmas: torch.Tensor,
                 text: dict[str, torch.Tensor]) -> torch.Tensor:
         """The flow prediction; timesteps are sigma × 1000 × timestep_scale, as SanaPipeline passes them."""

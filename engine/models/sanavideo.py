@@ -8,7 +8,7 @@ so this family extends SanaFamily and replaces the VAE, the denoiser call and sa
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -18,6 +18,9 @@ from tuner.engine.models.common import (
     tensor_to_pil, unwrap,
 )
 from tuner.engine.models.sana import SanaFamily
+
+if TYPE_CHECKING:
+    from tuner.engine.config import TrainConfig
 
 DEFAULT_FRAMES = 81
 DEFAULT_FRAMERATE = 16
@@ -44,9 +47,6 @@ class SanaVideoFamily(SanaFamily):
     """Loads, encodes for, trains and samples Sana Video through diffusers' own classes."""
 
     name: ClassVar[str] = "sanavideo"
-    produces_video: ClassVar[bool] = True
-    # The loop keeps the checkpoint's schedule: no user shift, sigmas shifted by `training_shift`.
-    fixed_schedule: ClassVar[bool] = True
 
     @property
     def pipeline_class(self) -> type:
@@ -54,20 +54,18 @@ class SanaVideoFamily(SanaFamily):
 
         return SanaVideoPipeline
 
-    def __init__(self, cfg: Any, device: torch.device, weight_dtype: torch.dtype) -> None:
+    def __init__(self, cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtype) -> None:
         from diffusers import AutoencoderKLWan, DPMSolverMultistepScheduler, SanaVideoTransformer3DModel
 
         self.cfg = cfg
         self.device = torch.device(device)
         self.weight_dtype = weight_dtype
         self.source, self.vae_source, self.vae_subfolder = model_sources(cfg)
-        self.max_length = int(getattr(cfg, "tokenizer_max_length", None) or 300)
-        instruction = getattr(cfg, "sana_complex_human_instruction", None)
-        if isinstance(instruction, str):
-            instruction = instruction.splitlines()
+        self.max_length = int(cfg.tokenizer_max_length or cfg.family.text_max_length)
+        instruction = cfg.sana_complex_human_instruction
         self.instruction = default_video_instruction() if instruction is None else list(instruction)
         # Wan's VAE is stable in bf16, but fp32 keeps cached latents independent of the run's precision.
-        self.vae_dtype = parse_dtype(getattr(cfg, "vae_dtype", "default"), torch.float32)
+        self.vae_dtype = parse_dtype(cfg.vae_dtype, torch.float32)
 
         self.vae_config = load_component(AutoencoderKLWan, self.vae_source, self.vae_subfolder, method="load_config")
         self.transformer_config = load_component(SanaVideoTransformer3DModel, self.source, "transformer",
@@ -86,9 +84,10 @@ class SanaVideoFamily(SanaFamily):
 
         self.scheduler_config = load_component(DPMSolverMultistepScheduler, self.source, "scheduler",
                                                method="load_config")
-        self.training_shift = scheduler_shift(self.scheduler_config)
-        self.num_frames = int(getattr(cfg, "validation_num_video_frames", None) or DEFAULT_FRAMES)
-        self.framerate = int(getattr(cfg, "framerate", None) or DEFAULT_FRAMERATE)
+        # Trained on the checkpoint's own schedule (the card's fixed_schedule): flow_schedule_* are ignored.
+        self.checkpoint_shift = scheduler_shift(self.scheduler_config)
+        self.num_frames = int(cfg.validation_num_video_frames or DEFAULT_FRAMES)
+        self.framerate = int(cfg.framerate or DEFAULT_FRAMERATE)
 
         self.tokenizer = None
         self.text_encoder = None
@@ -101,7 +100,7 @@ class SanaVideoFamily(SanaFamily):
         """Gemma2 as for Sana; with group offload on, its layers wait in RAM between uses (inference only)."""
         fresh = self.text_encoder is None
         super().load_text_encoders()
-        if fresh and getattr(self.cfg, "enable_group_offload", False):
+        if fresh and self.cfg.enable_group_offload:
             offload.apply(self.text_encoder, self.cfg, self.device, name="text_encoder")
 
     def load_vae(self) -> None:
@@ -117,7 +116,7 @@ class SanaVideoFamily(SanaFamily):
         from diffusers import SanaVideoTransformer3DModel
 
         model = load_denoiser(SanaVideoTransformer3DModel, self.source, self.weight_dtype, self.device, self.cfg)
-        if getattr(self.cfg, "enable_group_offload", False):
+        if self.cfg.enable_group_offload:
             offload.apply(model, self.cfg, self.device, name="transformer", trained=True)
         return model
 
@@ -159,6 +158,10 @@ class SanaVideoFamily(SanaFamily):
         return self.vae.decode(latents).sample.float().clamp(-1, 1)
 
     # --- training --------------------------------------------------------------------------------
+    def training_shift(self, latents: torch.Tensor) -> float:
+        """The checkpoint scheduler's own shift, whatever the latents' size."""
+        return self.checkpoint_shift
+
     def predict(self, model: torch.nn.Module, noisy_latents: torch.Tensor, sigmas: torch.Tensor,
                 text: dict[str, torch.Tensor]) -> torch.Tensor:
         """The flow prediction for (B, C, f, h, w) latents; timesteps are sigma × 1000 as the pipeline passes them."""

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from tuner.engine import flow
 from tuner.engine.models.common import (
     free_memory, json_digest, model_sources, load_component, load_denoiser, load_frozen, model_dtype,
     save_pipeline_folder, source_fingerprint, tensor_to_pil, unwrap,
 )
-from tuner.engine.models.sd3_text import DEFAULT_T5_LENGTH, SD3PromptEncoder, load_text_components
+from tuner.engine.models.sd3_text import SD3PromptEncoder, load_text_components, text_precisions
+
+if TYPE_CHECKING:
+    from tuner.engine.config import TrainConfig
 
 _TEXT_PARTS = ("text_encoder", "text_encoder_2", "text_encoder_3", "tokenizer", "tokenizer_2", "tokenizer_3")
 _IDENTITY_FILES = ("model_index.json", "tiny.json", "transformer/config.json", "vae/config.json",
@@ -32,18 +36,17 @@ class SD3Family:
 
         return StableDiffusion3Pipeline
 
-    def __init__(self, cfg: Any, device: torch.device, weight_dtype: torch.dtype) -> None:
+    def __init__(self, cfg: TrainConfig, device: torch.device, weight_dtype: torch.dtype) -> None:
         from diffusers import AutoencoderKL, SD3Transformer2DModel
 
         self.cfg = cfg
         self.device = torch.device(device)
         self.weight_dtype = weight_dtype
         self.source, self.vae_source, self.vae_subfolder = model_sources(cfg)
-        self.max_length = int(getattr(cfg, "tokenizer_max_length", None) or DEFAULT_T5_LENGTH)
-        self.text_settings = {"t5_padding": getattr(cfg, "t5_padding", "unmodified"),
-                              "clip_uncond": getattr(cfg, "sd3_clip_uncond_behaviour", "empty_string"),
-                              "t5_uncond": getattr(cfg, "sd3_t5_uncond_behaviour", "empty_string")}
-        if str(getattr(cfg, "vae_dtype", "default")) not in ("default", "fp32"):
+        self.max_length = int(cfg.tokenizer_max_length or cfg.family.text_max_length)
+        self.text_settings = {"t5_padding": cfg.t5_padding, "clip_uncond": cfg.sd3_clip_uncond_behaviour,
+                              "t5_uncond": cfg.sd3_t5_uncond_behaviour}
+        if cfg.vae_dtype not in ("default", "fp32"):
             warnings.warn(f"vae_dtype {cfg.vae_dtype!r} is ignored for SD3: the VAE stays in fp32 "
                           "(its latents are cached once, so half precision saves little)", stacklevel=2)
 
@@ -58,7 +61,7 @@ class SD3Family:
         self.latent_channels = int(self.vae_config["latent_channels"])
         self.scaling_factor = float(self.vae_config.get("scaling_factor") or 1.0)
         self.shift_factor = float(self.vae_config.get("shift_factor") or 0.0)
-        self.skip_layers = self._skip_layers(getattr(cfg, "validation_guidance_skip_layers", None))
+        self.skip_layers = self._skip_layers(cfg.validation_guidance_skip_layers)
 
         self.text_parts: dict[str, Any] | None = None
         self.vae = None
@@ -115,8 +118,7 @@ class SD3Family:
                  json_digest({"max_length": self.max_length, **self.text_settings,
                               "text_dtype": str(self.weight_dtype), "family": self.name,
                               # quantised text encoders give (slightly) different embeddings
-                              "text_precision": [getattr(self.cfg, f"text_encoder_{i}_precision", None)
-                                                 for i in (1, 2, 3)]})]
+                              "text_precision": list(text_precisions(self.cfg))})]
         return json_digest(parts)[:16]
 
     # --- encoding --------------------------------------------------------------------------------
@@ -151,6 +153,11 @@ class SD3Family:
         return ((latents - self.shift_factor) * self.scaling_factor).float().cpu()
 
     # --- training --------------------------------------------------------------------------------
+    def training_shift(self, latents: torch.Tensor) -> float:
+        """flow_schedule_shift, or the auto shift for this many 2×2-patch tokens (flow_schedule_auto_shift)."""
+        return flow.schedule_shift(latents, self.patch_area, shift=self.cfg.flow_schedule_shift,
+                                   auto=self.cfg.flow_schedule_auto_shift)
+
     def predict(self, model: torch.nn.Module, noisy_latents: torch.Tensor, sigmas: torch.Tensor,
                 text: dict[str, torch.Tensor]) -> torch.Tensor:
         """The flow prediction; timesteps are sigma × 1000, as FlowMatchEulerDiscreteScheduler gives them."""
@@ -209,9 +216,9 @@ class SD3Family:
                 width=width, height=height, num_inference_steps=steps, guidance_scale=guidance,
                 generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",
                 skip_guidance_layers=self.skip_layers,
-                skip_layer_guidance_scale=float(getattr(cfg, "validation_guidance_skip_scale", 2.8)),
-                skip_layer_guidance_start=float(getattr(cfg, "validation_guidance_skip_layers_start", 0.01)),
-                skip_layer_guidance_stop=float(getattr(cfg, "validation_guidance_skip_layers_stop", 0.2)),
+                skip_layer_guidance_scale=float(cfg.validation_guidance_skip_scale),
+                skip_layer_guidance_start=float(cfg.validation_guidance_skip_layers_start),
+                skip_layer_guidance_stop=float(cfg.validation_guidance_skip_layers_stop),
                 callback_on_step_end=step_end if on_step else None,
             )
         finally:

@@ -2,30 +2,41 @@
 T5-padding and unconditional-embedding options."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from tuner.engine.models.common import load_component
+
+if TYPE_CHECKING:
+    from tuner.engine.config import TrainConfig
 
 DEFAULT_T5_LENGTH = 154
 _TOKENIZERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
 _ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
-def load_text_components(source: str, dtype: torch.dtype, device: torch.device, cfg: Any = None) -> dict[str, Any]:
+def text_precisions(cfg: TrainConfig) -> tuple[str, str, str]:
+    """text_encoder_{1,2,3}_precision: CLIP-L, CLIP-G and T5, in the pipeline's order."""
+    return cfg.text_encoder_1_precision, cfg.text_encoder_2_precision, cfg.text_encoder_3_precision
+
+
+def load_text_components(source: str, dtype: torch.dtype, device: torch.device,
+                         cfg: TrainConfig | None = None) -> dict[str, Any]:
     """The three tokenizers and the three frozen text encoders (eval, on `device`, quantised as
     `text_encoder_{1,2,3}_precision` say), keyed as the pipeline names them."""
     from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
 
-    from tuner.engine.quantize import quantize_text_encoder
+    from tuner.engine.quantize import quantize_model
 
     parts: dict[str, Any] = {name: load_component(AutoTokenizer, source, name) for name in _TOKENIZERS}
     classes = (CLIPTextModelWithProjection, CLIPTextModelWithProjection, T5EncoderModel)
-    for index, (name, cls) in enumerate(zip(_ENCODERS, classes), start=1):
+    precisions = text_precisions(cfg) if cfg is not None else ("no_change",) * 3
+    for index, (name, cls, precision) in enumerate(zip(_ENCODERS, classes, precisions), start=1):
         encoder = load_component(cls, source, name, dtype=dtype).requires_grad_(False).eval()
         if cfg is not None:
-            encoder = quantize_text_encoder(encoder, cfg, index, device)
+            encoder = quantize_model(encoder, precision, device=device, via=cfg.quantize_via,
+                                     key=f"text_encoder_{index}_precision")
         parts[name] = encoder.to(device)
     return parts
 

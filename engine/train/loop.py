@@ -10,7 +10,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from accelerate import Accelerator
@@ -26,6 +26,9 @@ from tuner.engine.train.ema import EMA
 from tuner.engine.train.meters import Meters
 from tuner.engine.train.optim import make_optimizer, make_scheduler
 from tuner.engine.train.validation import Validator, all_prompt_texts
+
+if TYPE_CHECKING:
+    from tuner.engine.config import ConfigBundle, TrainConfig
 
 
 class TrainingDiverged(RuntimeError):
@@ -43,12 +46,12 @@ class TrainResult:
     step_seconds: list[float] = field(default_factory=list)
 
 
-def weight_dtype_for(cfg: Any) -> torch.dtype:
+def weight_dtype_for(cfg: TrainConfig) -> torch.dtype:
     """bf16 runs train bf16 weights (with adamw_bf16's compensated updates); fp16 keeps fp32 weights under autocast."""
     return torch.bfloat16 if cfg.mixed_precision == "bf16" else torch.float32
 
 
-def train(bundle: Any, *, events: EventWriter, control: Control, preview_dir: Path,
+def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, preview_dir: Path,
           stop_after: int | None = None) -> TrainResult:
     """Run one training job described by a loaded config bundle; `stop_after` ends early (tests, benchmarks)."""
     cfg = bundle.train
@@ -98,7 +101,7 @@ def train(bundle: Any, *, events: EventWriter, control: Control, preview_dir: Pa
     model = trainable.prepare(family.load_transformer(), cfg, family)
     model.train()
     # CREPA (video, optional): a hooked block and a projection head trained with the model.
-    crepa = CREPA(cfg, family, model, accelerator.device) if getattr(cfg, "crepa_enabled", False) else None
+    crepa = CREPA(cfg, family, model, accelerator.device) if cfg.crepa_enabled else None
     optimizer = make_optimizer(cfg, [*model.parameters(), *(crepa.parameters() if crepa else [])])
     accum = max(1, int(cfg.gradient_accumulation_steps or 1))
     total_steps = _total_steps(cfg, data.batches_per_epoch, accum)
@@ -165,7 +168,7 @@ def train(bundle: Any, *, events: EventWriter, control: Control, preview_dir: Pa
             noise = torch.randn(latents.shape, generator=generator).to(accelerator.device)
             sigmas = flow.sample_sigmas(latents.shape[0], generator, uniform=cfg.flow_use_uniform_schedule,
                                         sigmoid_scale=cfg.flow_sigmoid_scale,
-                                        shift=_shift(cfg, family, latents)).to(accelerator.device)
+                                        shift=family.training_shift(latents)).to(accelerator.device)
             noisy = flow.noisy_latents(latents, noise, sigmas)
             sync = micro == accum - 1
             with accelerator.autocast(), (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
@@ -243,19 +246,10 @@ def train(bundle: Any, *, events: EventWriter, control: Control, preview_dir: Pa
     return result
 
 
-def _total_steps(cfg: Any, batches_per_epoch: int, accum: int) -> int:
+def _total_steps(cfg: TrainConfig, batches_per_epoch: int, accum: int) -> int:
     if cfg.max_train_steps:
         return int(cfg.max_train_steps)
     return int(cfg.num_train_epochs) * max(1, math.ceil(batches_per_epoch / accum))
-
-
-def _shift(cfg: Any, family: Any, latents: torch.Tensor) -> float:
-    if getattr(family, "fixed_schedule", False):  # e.g. Sana Video: the checkpoint's own schedule
-        return float(getattr(family, "training_shift", 1.0))
-    if cfg.flow_schedule_auto_shift:
-        tokens = latents[0, 0].numel() // max(1, getattr(family, "patch_area", 1))
-        return flow.auto_shift(tokens)
-    return float(cfg.flow_schedule_shift)
 
 
 def _drop_captions(text: dict[str, torch.Tensor], empty: dict[str, torch.Tensor], drop: torch.Tensor,
@@ -269,7 +263,7 @@ def _drop_captions(text: dict[str, torch.Tensor], empty: dict[str, torch.Tensor]
     return out
 
 
-def _clip(accelerator: Accelerator, model: torch.nn.Module, cfg: Any) -> float | None:
+def _clip(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainConfig) -> float | None:
     """Clip by norm or by value as configured (0 = off); returns the gradient norm when measured."""
     limit = float(cfg.max_grad_norm or 0.0)
     params = [p for p in model.parameters() if p.grad is not None]

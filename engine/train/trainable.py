@@ -3,15 +3,19 @@ possibly quantised base. The loop calls `prepare` once after loading and `export
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from tuner.engine import adapters
 from tuner.engine.quantize import is_quantised, quantize_model
 
+if TYPE_CHECKING:
+    from tuner.engine.config import TrainConfig
+    from tuner.engine.models.base import ModelFamily
 
-def prepare(model: torch.nn.Module, cfg: Any, family: Any) -> torch.nn.Module:
+
+def prepare(model: torch.nn.Module, cfg: TrainConfig, family: ModelFamily) -> torch.nn.Module:
     """Make `model` ready to train as cfg.model_type says; returns the module the loop trains."""
     if cfg.model_type == "full":
         if is_quantised(cfg.base_model_precision):
@@ -21,9 +25,8 @@ def prepare(model: torch.nn.Module, cfg: Any, family: Any) -> torch.nn.Module:
         return model
     if cfg.model_type != "lora":
         raise ValueError(f"config.json: model_type: {cfg.model_type!r}; use full or lora")
-    device = getattr(family, "device", None) or next(model.parameters()).device
-    model = quantize_model(model, cfg.base_model_precision, device=device, via=cfg.quantize_via)
-    dtype = getattr(family, "weight_dtype", torch.float32)
+    model = quantize_model(model, cfg.base_model_precision, device=family.device, via=cfg.quantize_via)
+    dtype = family.weight_dtype
     if cfg.lora_type == "lycoris":
         # load_bundle has already made lycoris_config an absolute path.
         adapters.add_lokr(model, adapters.read_lycoris_config(cfg.lycoris_config), dtype=dtype)
@@ -35,7 +38,7 @@ def prepare(model: torch.nn.Module, cfg: Any, family: Any) -> torch.nn.Module:
     return model
 
 
-def export(model: torch.nn.Module, cfg: Any, family: Any, folder: Path) -> Path:
+def export(model: torch.nn.Module, cfg: TrainConfig, family: ModelFamily, folder: Path) -> Path:
     """Write the result users load: a diffusers pipeline folder (full-rank) or the adapter files."""
     if cfg.model_type == "full":
         family.save_pipeline(model, folder)

@@ -6,13 +6,16 @@ import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tuner.engine.config import parse_resolutions
 from tuner.engine.data.video import frame_strip, write_video
 from tuner.engine.events import EventWriter
+
+if TYPE_CHECKING:
+    from tuner.engine.config import TrainConfig
+    from tuner.engine.models.base import ModelFamily
 
 MAIN_NICKNAME = "validation"
 
@@ -23,10 +26,10 @@ class ValidationPrompt:
     prompt: str
 
 
-def validation_prompts(cfg: Any, library: dict[str, str]) -> list[ValidationPrompt]:
+def validation_prompts(cfg: TrainConfig, library: dict[str, str]) -> list[ValidationPrompt]:
     """The main validation_prompt first, then the user's prompt library, in file order."""
     prompts = []
-    if getattr(cfg, "validation_prompt", None):
+    if cfg.validation_prompt:
         prompts.append(ValidationPrompt(MAIN_NICKNAME, cfg.validation_prompt))
     prompts += [ValidationPrompt(_safe(nick), text) for nick, text in library.items()]
     return prompts
@@ -36,32 +39,23 @@ def _safe(nickname: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", nickname).strip("_") or "prompt"
 
 
-def default_resolution(cfg: Any) -> str:
-    """Validate at the training resolution when validation_resolution is not set."""
-    if cfg.resolution_type == "area":  # megapixels → a square edge on a 64 px grid
-        edge = round((cfg.resolution * 1_000_000) ** 0.5 / 64) * 64
-        return str(max(64, edge))
-    return str(int(cfg.resolution))
-
-
-def all_prompt_texts(cfg: Any, library: dict[str, str]) -> list[str]:
+def all_prompt_texts(cfg: TrainConfig, library: dict[str, str]) -> list[str]:
     """Every text validation needs embeddings for (cached before the text encoders go away)."""
     texts = [p.prompt for p in validation_prompts(cfg, library)]
-    texts.append(getattr(cfg, "validation_negative_prompt", None) or "")
+    texts.append(cfg.validation_negative_prompt)
     return texts
 
 
 class Validator:
     """Generates validation images (and previews) for the current weights."""
 
-    def __init__(self, cfg: Any, family: Any, library: dict[str, str], text_for, *,
+    def __init__(self, cfg: TrainConfig, family: ModelFamily, library: dict[str, str], text_for, *,
                  output_dir: Path, preview_dir: Path, events: EventWriter):
         self.cfg = cfg
         self.family = family
         self.prompts = validation_prompts(cfg, library)
-        self.resolutions = parse_resolutions(cfg.validation_resolution or default_resolution(cfg))
-        negative = getattr(cfg, "validation_negative_prompt", None) or ""
-        texts = text_for([p.prompt for p in self.prompts] + [negative])
+        self.resolutions = cfg.validation_resolutions()
+        texts = text_for([p.prompt for p in self.prompts] + [cfg.validation_negative_prompt])
         self.text = dict(zip((p.nickname for p in self.prompts), texts[:-1]))
         self.negative = texts[-1]
         self.output_dir = output_dir
@@ -70,15 +64,15 @@ class Validator:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.prompts) and not getattr(self.cfg, "validation_disable", False)
+        return bool(self.prompts) and not self.cfg.validation_disable
 
     def due(self, step: int) -> bool:
-        interval = getattr(self.cfg, "validation_step_interval", None)
+        interval = self.cfg.validation_step_interval
         return self.enabled and bool(interval) and step % interval == 0
 
     def run(self, model: torch.nn.Module, step: int, ema: Any = None) -> list[Path]:
         """Sample every prompt at every resolution with the weights `ema_validation` asks for."""
-        mode = getattr(self.cfg, "ema_validation", "comparison") if ema is not None else "none"
+        mode = self.cfg.ema_validation if ema is not None else "none"
         variants: list[tuple[str, Any]] = []
         if mode in ("none", "comparison"):
             variants.append(("", contextlib.nullcontext(model)))
@@ -95,7 +89,7 @@ class Validator:
         folder = self.output_dir / "validation_images" / f"step-{step:06d}"
         folder.mkdir(parents=True, exist_ok=True)
         steps = int(cfg.validation_num_inference_steps)
-        every = int(getattr(cfg, "validation_preview_steps", 0) or 0) if getattr(cfg, "validation_preview", False) else 0
+        every = cfg.validation_preview_steps if cfg.validation_preview else 0
         seed = cfg.validation_seed if cfg.validation_seed is not None else (cfg.seed or 0)
         written = []
         for prompt in self.prompts:
@@ -107,7 +101,7 @@ class Validator:
                     model, self.text[prompt.nickname], self.negative, width, height, steps,
                     float(cfg.validation_guidance), int(seed), on_step=on_step,
                 )
-                if getattr(self.family, "produces_video", False):
+                if cfg.family.video:
                     # A video family returns the frames of one clip: an mp4 plus a still strip to glance at.
                     path = write_video(folder / f"{name}.mp4", images, self.family.framerate)
                     stills.append(folder / f"{name}-strip.png")
