@@ -1,4 +1,4 @@
-"""The config model: SimpleTuner folders load, values coerce like SimpleTuner's CLI, saving round-trips."""
+"""The config model: SimpleTuner folders load, values coerce like SimpleTuner's CLI, job files round-trip."""
 from __future__ import annotations
 
 import json
@@ -22,7 +22,8 @@ from tuner.engine.config import (
     parse_datasets,
     parse_resolutions,
     parse_train_config,
-    save_bundle,
+    job_files,
+    write_job_files,
 )
 
 FIXTURE = Path(__file__).parent / "configs" / "simpletuner-sd3"
@@ -144,17 +145,29 @@ def test_field_info_describes_every_key() -> None:
 
 
 def _dumps(bundle: ConfigBundle) -> tuple[dict, list[dict]]:
+    """The settings with every path as the engine resolves it."""
     train = bundle.train.model_dump(exclude={"data_backend_config", "user_prompt_library"})
-    return train, [d.model_dump() for d in bundle.datasets]
+    for key in ("output_dir", "lycoris_config", "group_offload_to_disk_path"):
+        if train[key]:
+            train[key] = str(bundle.resolve(train[key]))
+    datasets = []
+    for ds in bundle.datasets:
+        entry = ds.model_dump()
+        for key in ("instance_data_dir", "cache_dir_vae", "cache_dir"):
+            if entry[key]:
+                entry[key] = str(bundle.resolve(entry[key]))
+        datasets.append(entry)
+    return train, datasets
 
 
-def test_save_then_load_gives_the_same_models(st_root: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_job_files_load_back_as_the_same_run(st_root: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     first = load_bundle(st_root / "config")
-    out = tmp_path_factory.mktemp("saved")
-    save_bundle(first, out, absolute_paths=False)
+    out = tmp_path_factory.mktemp("job")
+    write_job_files(job_files(first, out), out)
     written = json.loads((out / "config.json").read_text())
     assert not any(k.startswith("--") for k in written)
     assert written["data_backend_config"] == str(out / "multidatabackend.json")
+    assert written["user_prompt_library"] == str(out / "user_prompt_library.json")
     assert "disable_benchmark" not in written and "validation_negative_prompt" not in written  # only keys the user set
     second = load_bundle(out)
     assert _dumps(second) == _dumps(first)
@@ -162,11 +175,11 @@ def test_save_then_load_gives_the_same_models(st_root: Path, tmp_path_factory: p
     assert second.train.model_fields_set == first.train.model_fields_set
 
 
-def test_save_writes_absolute_paths_that_run_from_anywhere(st_root: Path, tmp_path_factory: pytest.TempPathFactory,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_job_files_hold_absolute_paths_that_run_from_anywhere(st_root: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     first = load_bundle(st_root / "config")
     out = tmp_path_factory.mktemp("job")
-    save_bundle(first, out)
+    write_job_files(job_files(first, out), out)
     monkeypatch.chdir(tmp_path_factory.mktemp("other-cwd"))
     second = load_bundle(out)
     assert second.datasets[0].instance_data_dir == str(st_root / "datasets" / "dog")

@@ -1,4 +1,4 @@
-"""Reading, validating and writing config folders (config.json/.toml, multidatabackend.json, prompt library).
+"""Reading and checking config folders (config.json/.toml, multidatabackend.json, prompt library).
 
 Every problem becomes an Issue naming the file and key; nothing stops at the first error.
 """
@@ -19,7 +19,6 @@ from tuner.engine.config.issues import FILE_KEY, ConfigError, Issue, display
 from tuner.engine.config.models import DatasetConfig, TrainConfig, VideoConfig, field_choices
 from tuner.engine.config.names import SIMPLETUNER_DATASET_KEYS, SIMPLETUNER_OPTIONS, SIMPLETUNER_VIDEO_KEYS
 from tuner.engine.config.rules import run_rules
-from tuner.engine.jobdir import write_json_atomic
 
 CONFIG_NAMES = ("config.json", "config.toml")
 DATABACKEND_NAMES = ("multidatabackend.json", "multidatabackend.toml")
@@ -43,9 +42,6 @@ HINTS = {
     "max_nan_steps": "use 1 to stop at the first non-finite loss",
     "train_batch_size": "use 1 and raise gradient_accumulation_steps for a larger effective batch",
 }
-# Keys whose values are paths the user gave (resolved against base_dir, then the config folder).
-TRAIN_PATH_KEYS = ("output_dir", "lycoris_config", "group_offload_to_disk_path")
-DATASET_PATH_KEYS = ("instance_data_dir", "cache_dir_vae", "cache_dir")
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,9 +341,42 @@ def _companion(raw: dict[str, Any], key: str, defaults: tuple[str, ...], config_
     return None, []
 
 
+def check_data(config: Any, datasets: Any, prompts: Any, *, base_dir: str | os.PathLike[str],
+               config_path: str | os.PathLike[str], hardware: dict | None = None,
+               databackend_path: Path | None = None,
+               prompts_path: Path | None = None) -> tuple[ConfigBundle | None, list[Issue]]:
+    """Check a config already in memory (the three files' parsed contents); the bundle is None on any error.
+
+    `config_path` is where the config is (or will be) kept: issues name it, and a relative path
+    that is not under `base_dir` is looked up beside it. `datasets` None means its file could not
+    be read (the reader has said why), so the cross-field rules are skipped; `prompts` None means
+    there is no prompt library.
+    """
+    config_path = Path(config_path).absolute()
+    train, partial, issues = _parse_train(config, display(config_path))
+    parsed: list[DatasetConfig] = []
+    if datasets is not None:
+        parsed, found = _parse_datasets(datasets, display(databackend_path or DATABACKEND_NAMES[0]))
+        issues += found
+    library: dict[str, str] = {}
+    if prompts is not None:
+        checked, found = parse_prompts(prompts, display(prompts_path or PROMPTS_NAME))
+        issues += found
+        library = checked or {}
+    bundle = ConfigBundle(train=partial or TrainConfig(), datasets=parsed, prompts=library,
+                          config_path=config_path, databackend_path=databackend_path and databackend_path.absolute(),
+                          prompts_path=prompts_path and prompts_path.absolute(), base_dir=Path(base_dir).absolute())
+    # Rules on an unreadable datasets file would only add "no dataset" noise to the real error.
+    if partial is not None and datasets is not None:
+        issues += run_rules(bundle, hardware)
+    bundle.warnings = [i for i in issues if i.level == "warning"]
+    ok = train is not None and datasets is not None and not any(i.level == "error" for i in issues)
+    return (bundle if ok else None), issues
+
+
 def _load(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None,
           hardware: dict | None) -> tuple[ConfigBundle | None, list[Issue]]:
-    """Read and check a whole config folder; the bundle is None when any error was found."""
+    """Read a config folder's files, then check what they hold; the bundle is None when any error was found."""
     base = Path(base_dir).absolute() if base_dir is not None else Path.cwd()
     config_file, issues = _find_config(Path(path).expanduser())
     if config_file is None:
@@ -358,41 +387,25 @@ def _load(path: str | os.PathLike[str], base_dir: str | os.PathLike[str] | None,
         return None, issues
     raw_keys = {k[2:] if isinstance(k, str) and k.startswith("--") else k: v
                 for k, v in (raw.items() if isinstance(raw, dict) else [])}
-    train, partial, found = _parse_train(raw, display(config_file))
-    issues += found
-
     db_path, found = _companion(raw_keys, "data_backend_config", DATABACKEND_NAMES, config_file, base, True)
     issues += found
-    datasets: list[DatasetConfig] = []
-    datasets_read = False
+    datasets = None
     if db_path is not None:
-        data, found = read_data(db_path)
+        datasets, found = read_data(db_path)
         issues += found
-        datasets_read = data is not None
-        if data is not None:
-            datasets, found = _parse_datasets(data, display(db_path))
-            issues += found
-
     prompts_path, found = _companion(raw_keys, "user_prompt_library", (PROMPTS_NAME,), config_file, base, False)
     issues += found
-    prompts: dict[str, str] = {}
+    prompts = None
     if prompts_path is not None:
-        data, found = read_data(prompts_path)
+        prompts, found = read_data(prompts_path)
         issues += found
-        if data is not None:
-            parsed, found = parse_prompts(data, display(prompts_path))
-            issues += found
-            prompts = parsed or {}
-
-    bundle = ConfigBundle(train=partial or TrainConfig(), datasets=datasets, prompts=prompts,
-                          config_path=config_file.absolute(), databackend_path=db_path and db_path.absolute(),
-                          prompts_path=prompts_path and prompts_path.absolute(), base_dir=base)
-    # Rules on an unreadable datasets file would only add "no dataset" noise to the real error.
-    if partial is not None and datasets_read:
-        issues += run_rules(bundle, hardware)
-    bundle.warnings = [i for i in issues if i.level == "warning"]
-    ok = train is not None and not any(i.level == "error" for i in issues)
-    return (bundle if ok else None), issues
+    read_failed = any(i.level == "error" for i in issues)
+    bundle, found = check_data(raw, datasets, prompts, base_dir=base, config_path=config_file, hardware=hardware,
+                               databackend_path=db_path, prompts_path=prompts_path)
+    issues += found
+    if bundle is not None:
+        bundle.warnings = [i for i in issues if i.level == "warning"]
+    return (None if read_failed else bundle), issues
 
 
 def load_bundle(path: str | os.PathLike[str], *, base_dir: str | os.PathLike[str] | None = None,
@@ -411,42 +424,5 @@ def check_bundle(path: str | os.PathLike[str], *, base_dir: str | os.PathLike[st
     return [i for i in issues if i.level == "error"] + [i for i in issues if i.level == "warning"]
 
 
-# --------------------------------------------------------------------------------------------
-# Saving
-# --------------------------------------------------------------------------------------------
-
-
-def save_bundle(bundle: ConfigBundle, folder: str | os.PathLike[str], *, absolute_paths: bool = True) -> None:
-    """Write config.json, multidatabackend.json and user_prompt_library.json with the keys the user set.
-
-    With absolute_paths (the default), relative dataset and output paths are written resolved,
-    so the folder runs the same from any working directory (a job directory needs that).
-    """
-    out = Path(folder).absolute()
-    out.mkdir(parents=True, exist_ok=True)
-    train = bundle.train.model_dump(mode="json", exclude_unset=True)
-    datasets = [d.model_dump(mode="json", exclude_unset=True) for d in bundle.datasets]
-    if absolute_paths:
-        for key in TRAIN_PATH_KEYS:
-            if train.get(key):
-                train[key] = str(bundle.resolve(train[key]))
-        resume = train.get("resume_from_checkpoint")
-        if resume and resume != "latest":
-            train["resume_from_checkpoint"] = str(bundle.resolve(resume))
-        for key in ("pretrained_model_name_or_path", "pretrained_vae_model_name_or_path"):
-            # Only a local folder is a path; a hub id stays as written.
-            if train.get(key) and not Path(train[key]).is_absolute() and bundle.resolve(train[key]).exists():
-                train[key] = str(bundle.resolve(train[key]))
-        for ds in datasets:
-            for key in DATASET_PATH_KEYS:
-                if ds.get(key):
-                    ds[key] = str(bundle.resolve(ds[key]))
-    train["data_backend_config"] = str(out / DATABACKEND_NAMES[0])
-    train["user_prompt_library"] = str(out / PROMPTS_NAME)
-    write_json_atomic(out / DATABACKEND_NAMES[0], datasets)
-    write_json_atomic(out / PROMPTS_NAME, dict(bundle.prompts))
-    write_json_atomic(out / CONFIG_NAMES[0], train)
-
-
-__all__ = ["load_bundle", "check_bundle", "parse_train_config", "parse_datasets", "parse_prompts",
-           "save_bundle", "read_data", "display"]
+__all__ = ["load_bundle", "check_bundle", "check_data", "parse_train_config", "parse_datasets", "parse_prompts",
+           "read_data", "display"]
