@@ -5,7 +5,7 @@ projected by a small trainable head to the width of a frozen DINOv2 encoder, and
 the encoder's patch features of the clean frames: each latent frame towards its own frame and
 towards its neighbours up to `crepa_adjacent_distance` away, neighbour k weighted by
 exp(-|k| / crepa_adjacent_tau). The loss is 1 - cosine similarity, averaged over patches and
-weighted frames, times `crepa_lambda`, and is added to the flow-matching loss.
+weighted frames, times `crepa_lambda`, and is added to the flow-matching loss (a LossTerm).
 
 The clean frames come from decoding the batch's latents with the family's VAE (the cache holds
 latents, not pixels); for 81-frame 480p clips that decode is the main cost of turning CREPA on.
@@ -15,13 +15,18 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from tuner.engine.models.common import unwrap
+from tuner.engine.train.loss_terms import LossInputs
+
+if TYPE_CHECKING:
+    from tuner.engine.config import TrainConfig
+    from tuner.engine.models.base import VideoFamily
 
 HEAD_FILE = "crepa_head.safetensors"
 HF_IDS = {"dinov2_vits14": "facebook/dinov2-small", "dinov2_vitb14": "facebook/dinov2-base",
@@ -92,7 +97,9 @@ def _average_across_processes(param: torch.nn.Parameter) -> None:
 class CREPA:
     """The hook, the projection head and the loss; `parameters()` go to the optimizer, `save`/`load` to checkpoints."""
 
-    def __init__(self, cfg: Any, family: Any, model: torch.nn.Module, device: torch.device,
+    name = "crepa"
+
+    def __init__(self, cfg: TrainConfig, family: VideoFamily, model: torch.nn.Module, device: torch.device,
                  encoder: FrameEncoder | None = None):
         blocks = unwrap(model).transformer_blocks
         index = int(cfg.crepa_block_index)
@@ -124,8 +131,10 @@ class CREPA:
     def parameters(self) -> list[torch.nn.Parameter]:
         return list(self.head.parameters())
 
-    def loss(self, latents: torch.Tensor) -> torch.Tensor:
-        """λ × the alignment loss of the last training forward's captured block for clean `latents` (B, C, f, h, w)."""
+    def loss(self, inputs: LossInputs) -> torch.Tensor:
+        """λ × the alignment loss of the last training forward's captured block for the clean latents
+        (B, C, f, h, w)."""
+        latents = inputs.latents
         hidden, self._hidden = self._hidden, None
         if hidden is None:
             raise RuntimeError("CREPA found no captured hidden states: call it right after the model's forward")

@@ -1,13 +1,15 @@
 """The training loop: load, cache, train with accelerate, checkpoint, validate, export.
 
-Family-specific work goes through the ModelFamily protocol; the objective lives in flow.py.
-Read top to bottom: `train()` is the whole run.
+Family-specific work goes through the ModelFamily protocol; the objective lives in flow.py, loss
+terms beside it (CREPA) follow loss_terms.LossTerm, and measurements go to metrics.MetricsSink
+sinks. Read top to bottom: `train()` is the whole run.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +25,9 @@ from tuner.engine.train import checkpoint, trainable
 from tuner.engine.train.control import Control
 from tuner.engine.train.crepa import CREPA
 from tuner.engine.train.ema import EMA
+from tuner.engine.train.loss_terms import LossInputs, LossTerm
 from tuner.engine.train.meters import Meters
+from tuner.engine.train.metrics import EventsSink, MetricsSink
 from tuner.engine.train.optim import make_optimizer, make_scheduler
 from tuner.engine.train.validation import Validator, all_prompt_texts
 
@@ -52,8 +56,12 @@ def weight_dtype_for(cfg: TrainConfig) -> torch.dtype:
 
 
 def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, preview_dir: Path,
-          stop_after: int | None = None) -> TrainResult:
-    """Run one training job described by a loaded config bundle; `stop_after` ends early (tests, benchmarks)."""
+          stop_after: int | None = None, sinks: Sequence[MetricsSink] = ()) -> TrainResult:
+    """Run one training job described by a loaded config bundle; `stop_after` ends early (tests, benchmarks).
+
+    `sinks` (trackers) get the step metrics and validation samples too (only the main process
+    validates); give them on the processes that should report. train closes them however it ends.
+    """
     cfg = bundle.train
     output_dir = bundle.resolve(cfg.output_dir)
     # Several processes without CUDA (torchrun / `accelerate launch --multi_gpu` on a CPU machine):
@@ -100,9 +108,9 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
 
     model = trainable.prepare(family.load_transformer(), cfg, family)
     model.train()
-    # CREPA (video, optional): a hooked block and a projection head trained with the model.
-    crepa = CREPA(cfg, family, model, accelerator.device) if cfg.crepa_enabled else None
-    optimizer = make_optimizer(cfg, [*model.parameters(), *(crepa.parameters() if crepa else [])])
+    # Terms added to the flow loss, trained with the model: CREPA (video) hooks a block and trains a head.
+    loss_terms: list[LossTerm] = [CREPA(cfg, family, model, accelerator.device)] if cfg.crepa_enabled else []
+    optimizer = make_optimizer(cfg, [*model.parameters(), *(p for term in loss_terms for p in term.parameters())])
     accum = max(1, int(cfg.gradient_accumulation_steps or 1))
     total_steps = _total_steps(cfg, data.batches_per_epoch, accum)
     scheduler = make_scheduler(cfg, optimizer, total_steps)
@@ -117,12 +125,14 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
                                 ema=ema, generator=generator, rank=accelerator.process_index)
         step, nan_streak = state["step"], state.get("nan_streak", 0)
         data.load_state_dict(state["data"])
-        if crepa is not None:
-            crepa.load(resume_from)
+        for term in loss_terms:
+            term.load(resume_from)
         events.emit("log", level="info", message=f"resumed from {resume_from.name} at step {step}")
 
     result = TrainResult(step=step, total_steps=total_steps)
     meters = Meters(total_steps, start_step=step, batch_size=cfg.train_batch_size * accum * accelerator.num_processes)
+    # Where step metrics and validation samples go: the events file (the main process writes it), then trackers.
+    sinks = ([EventsSink(events, meters, accelerator.device)] if main else []) + list(sinks)
     last_checkpoint_step = step if resume_from is not None else -1
 
     def save(reason: str) -> None:
@@ -134,8 +144,8 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
             checkpoint.write_main(tmp, model=raw_model, optimizer=optimizer, scheduler=scheduler, ema=ema,
                                   state={"step": step, "epoch": data.epoch, "nan_streak": nan_streak,
                                          "data": data.state_dict()})
-            if crepa is not None:
-                crepa.save(tmp)
+            for term in loss_terms:
+                term.save(tmp)
         checkpoint.write_rank(tmp, accelerator.process_index, generator)
         accelerator.wait_for_everyone()
         if main:
@@ -147,103 +157,112 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     def validate() -> None:
         events.emit("status", phase="validating", message=f"step {step}")
         if main:
-            validator.run(raw_model, step, ema)
+            for samples in validator.run(raw_model, step, ema):
+                for sink in sinks:
+                    sink.log_samples(step, samples)
         accelerator.wait_for_everyone()
         model.train()
         events.emit("status", phase="training")
 
     # --- train -------------------------------------------------------------------------------
-    events.emit("status", phase="training", message=f"step {step} of {total_steps}")
-    dropout = float(cfg.caption_dropout_probability or 0.0)
-    while step < total_steps:
-        step_loss = torch.zeros((), device=accelerator.device)
-        for micro in range(accum):
-            batch = data.next_batch()
-            latents = batch.latents.to(accelerator.device)
-            text = {k: v.to(accelerator.device) for k, v in batch.text.items()}
-            if dropout:
-                drop = torch.rand(len(batch.captions), generator=generator) < dropout
-                if drop.any():
-                    text = _drop_captions(text, empty_text, drop, accelerator.device)
-            noise = torch.randn(latents.shape, generator=generator).to(accelerator.device)
-            sigmas = flow.sample_sigmas(latents.shape[0], generator, uniform=cfg.flow_use_uniform_schedule,
-                                        sigmoid_scale=cfg.flow_sigmoid_scale,
-                                        shift=family.training_shift(latents)).to(accelerator.device)
-            noisy = flow.noisy_latents(latents, noise, sigmas)
-            sync = micro == accum - 1
-            with accelerator.autocast(), (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
-                prediction = family.predict(model, noisy, sigmas, text)
-                loss = flow.loss(prediction, latents, noise)
-                if crepa is not None:
-                    loss = loss + crepa.loss(latents)
-                accelerator.backward(loss / accum)
-            step_loss += loss.detach() / accum
+    try:  # the sinks are closed however the run ends
+        events.emit("status", phase="training", message=f"step {step} of {total_steps}")
+        dropout = float(cfg.caption_dropout_probability or 0.0)
+        while step < total_steps:
+            step_loss = torch.zeros((), device=accelerator.device)
+            for micro in range(accum):
+                batch = data.next_batch()
+                latents = batch.latents.to(accelerator.device)
+                text = {k: v.to(accelerator.device) for k, v in batch.text.items()}
+                if dropout:
+                    drop = torch.rand(len(batch.captions), generator=generator) < dropout
+                    if drop.any():
+                        text = _drop_captions(text, empty_text, drop, accelerator.device)
+                noise = torch.randn(latents.shape, generator=generator).to(accelerator.device)
+                sigmas = flow.sample_sigmas(latents.shape[0], generator, uniform=cfg.flow_use_uniform_schedule,
+                                            sigmoid_scale=cfg.flow_sigmoid_scale,
+                                            shift=family.training_shift(latents)).to(accelerator.device)
+                noisy = flow.noisy_latents(latents, noise, sigmas)
+                sync = micro == accum - 1
+                with accelerator.autocast(), (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
+                    prediction = family.predict(model, noisy, sigmas, text)
+                    loss = flow.loss(prediction, latents, noise)
+                    inputs = LossInputs(latents, noise, sigmas, prediction, text)
+                    for term in loss_terms:
+                        loss = loss + term.loss(inputs)
+                    accelerator.backward(loss / accum)
+                step_loss += loss.detach() / accum
 
-        losses = accelerator.gather(step_loss.reshape(1))
-        if not torch.isfinite(losses).all():
-            # NaN guard: skip this update everywhere, stop after too many in a row.
+            losses = accelerator.gather(step_loss.reshape(1))
+            if not torch.isfinite(losses).all():
+                # NaN guard: skip this update everywhere, stop after too many in a row.
+                optimizer.zero_grad(set_to_none=True)
+                nan_streak += 1
+                events.emit("log", level="warning",
+                            message=f"step {step + 1}: non-finite loss, update skipped ({nan_streak} in a row)")
+                if nan_streak >= cfg.max_nan_steps:
+                    raise TrainingDiverged(
+                        f"{nan_streak} non-finite losses in a row at step {step + 1}: training diverged. "
+                        f"Lower learning_rate (now {cfg.learning_rate}), set max_grad_norm, or use mixed_precision "
+                        f"bf16 with bf16 weights; the last good checkpoint is "
+                        f"{checkpoint.find_latest(output_dir) or 'none (none was written yet)'}."
+                    )
+                continue
+            nan_streak = 0
+            grad_norm = _clip(accelerator, model, cfg)
+            optimizer.step()
+            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            nan_streak += 1
-            events.emit("log", level="warning", message=f"step {step + 1}: non-finite loss, update skipped ({nan_streak} in a row)")
-            if nan_streak >= cfg.max_nan_steps:
-                raise TrainingDiverged(
-                    f"{nan_streak} non-finite losses in a row at step {step + 1}: training diverged. "
-                    f"Lower learning_rate (now {cfg.learning_rate}), set max_grad_norm, or use mixed_precision bf16 "
-                    f"with bf16 weights; the last good checkpoint is "
-                    f"{checkpoint.find_latest(output_dir) or 'none (none was written yet)'}."
-                )
-            continue
-        nan_streak = 0
-        grad_norm = _clip(accelerator, model, cfg)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        if ema is not None:
-            ema.update(raw_model, step)
-        loss_value = float(losses.mean())
-        result.losses.append((step, loss_value))
-        meters.step_done(step, loss_value)
-        if main and meters.should_report(step):
-            events.emit("progress", step=step, total=total_steps, epoch=data.epoch, loss=loss_value,
-                        lr=scheduler.get_last_lr()[0], grad_norm=grad_norm, **meters.rates(step))
-        if main and meters.should_report_memory():
-            events.emit("memory", **meters.memory(accelerator.device))
+            step += 1
+            if ema is not None:
+                ema.update(raw_model, step)
+            loss_value = float(losses.mean())
+            result.losses.append((step, loss_value))
+            meters.step_done(step, loss_value)
+            metrics = {"epoch": data.epoch, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
+                       "grad_norm": grad_norm}
+            for sink in sinks:
+                sink.log(step, metrics)
 
-        requests = control.poll(accelerator)
-        if "stop" in requests or (stop_after is not None and step >= stop_after):
-            save("stop requested" if "stop" in requests else "stopping early")
-            result.stopped = True
-            break
-        if "save" in requests or (cfg.checkpoint_step_interval and step % cfg.checkpoint_step_interval == 0):
-            save("save requested" if "save" in requests else "interval")
-        if "sample" in requests or validator.due(step):
+            requests = control.poll(accelerator)
+            if "stop" in requests or (stop_after is not None and step >= stop_after):
+                save("stop requested" if "stop" in requests else "stopping early")
+                result.stopped = True
+                break
+            interval = cfg.checkpoint_step_interval
+            if "save" in requests or (interval and step % interval == 0):
+                save("save requested" if "save" in requests else "interval")
+            if "sample" in requests or validator.due(step):
+                validate()
+
+        # --- finish ------------------------------------------------------------------------------
+        result.step = step
+        result.step_seconds = meters.durations
+        if result.stopped:
+            events.emit("status", phase="stopped",
+                        message=f"stopped at step {step}; resume with resume_from_checkpoint: latest")
+            return result
+        if last_checkpoint_step != step:
+            save("final")
+        if validator.enabled and not validator.due(step):
             validate()
-
-    # --- finish ------------------------------------------------------------------------------
-    result.step = step
-    result.step_seconds = meters.durations
-    if result.stopped:
-        events.emit("status", phase="stopped", message=f"stopped at step {step}; resume with resume_from_checkpoint: latest")
+        events.emit("status", phase="saving", message="exporting the pipeline")
+        if main:
+            result.pipeline = output_dir / "pipeline"
+            trainable.export(raw_model, cfg, family, result.pipeline)
+            if ema is not None:
+                with ema.swapped_into(raw_model) as ema_model:
+                    trainable.export(ema_model, cfg, family, output_dir / "pipeline-ema")
+        accelerator.wait_for_everyone()
+        events.emit("done", step=step, paths={"pipeline": str(output_dir / "pipeline"),
+                                              "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                                              "validation": str(output_dir / "validation_images")})
+        events.emit("status", phase="done", message=f"finished {step} steps")
+        accelerator.end_training()
         return result
-    if last_checkpoint_step != step:
-        save("final")
-    if validator.enabled and not validator.due(step):
-        validate()
-    events.emit("status", phase="saving", message="exporting the pipeline")
-    if main:
-        result.pipeline = output_dir / "pipeline"
-        trainable.export(raw_model, cfg, family, result.pipeline)
-        if ema is not None:
-            with ema.swapped_into(raw_model) as ema_model:
-                trainable.export(ema_model, cfg, family, output_dir / "pipeline-ema")
-    accelerator.wait_for_everyone()
-    events.emit("done", step=step, paths={"pipeline": str(output_dir / "pipeline"),
-                                          "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-                                          "validation": str(output_dir / "validation_images")})
-    events.emit("status", phase="done", message=f"finished {step} steps")
-    accelerator.end_training()
-    return result
+    finally:
+        for sink in sinks:
+            sink.close()
 
 
 def _total_steps(cfg: TrainConfig, batches_per_epoch: int, accum: int) -> int:

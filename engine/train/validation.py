@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,7 @@ import torch
 
 from tuner.engine.data.video import frame_strip, write_video
 from tuner.engine.events import EventWriter
+from tuner.engine.train.metrics import Samples
 
 if TYPE_CHECKING:
     from tuner.engine.config import TrainConfig
@@ -70,28 +72,26 @@ class Validator:
         interval = self.cfg.validation_step_interval
         return self.enabled and bool(interval) and step % interval == 0
 
-    def run(self, model: torch.nn.Module, step: int, ema: Any = None) -> list[Path]:
-        """Sample every prompt at every resolution with the weights `ema_validation` asks for."""
+    def run(self, model: torch.nn.Module, step: int, ema: Any = None) -> Iterator[Samples]:
+        """Sample every prompt at every resolution with the weights `ema_validation` asks for,
+        handing each prompt's files over as soon as they are written."""
         mode = self.cfg.ema_validation if ema is not None else "none"
         variants: list[tuple[str, Any]] = []
         if mode in ("none", "comparison"):
             variants.append(("", contextlib.nullcontext(model)))
         if mode in ("ema_only", "comparison"):
             variants.append(("_ema", ema.swapped_into(model)))
-        written = []
         for suffix, weights in variants:
             with weights as m:
-                written += self._sample_all(m, step, suffix)
-        return written
+                yield from self._sample_all(m, step, suffix)
 
-    def _sample_all(self, model: torch.nn.Module, step: int, suffix: str) -> list[Path]:
+    def _sample_all(self, model: torch.nn.Module, step: int, suffix: str) -> Iterator[Samples]:
         cfg = self.cfg
         folder = self.output_dir / "validation_images" / f"step-{step:06d}"
         folder.mkdir(parents=True, exist_ok=True)
         steps = int(cfg.validation_num_inference_steps)
         every = cfg.validation_preview_steps if cfg.validation_preview else 0
         seed = cfg.validation_seed if cfg.validation_seed is not None else (cfg.seed or 0)
-        written = []
         for prompt in self.prompts:
             paths, stills = [], []
             for width, height in self.resolutions:
@@ -110,11 +110,7 @@ class Validator:
                     path = folder / f"{name}.png"
                     images[0].save(path)
                 paths.append(path)
-            self.events.emit("validation", prompt=prompt.prompt, nickname=prompt.nickname + suffix,
-                             step=step, paths=[str(p) for p in paths],
-                             **({"stills": [str(p) for p in stills]} if stills else {}))
-            written += paths
-        return written
+            yield Samples(prompt.nickname + suffix, prompt.prompt, paths, stills)
 
     def _preview_callback(self, prompt: ValidationPrompt, name: str, step: int, every: int):
         folder = self.preview_dir / f"step-{step:06d}"

@@ -1,0 +1,61 @@
+"""Where the loop's measurements go: a small sink interface (torchtune's MetricLogger shape), with the
+job's events file as one sink. A tracker (TensorBoard, wandb) plugs in as another sink in the loop's list."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from tuner.engine.events import EventWriter
+from tuner.engine.train.meters import Meters
+
+
+@dataclass
+class Samples:
+    """What one validation prompt produced at one step: a file per validation size (an image or a video)."""
+
+    nickname: str                  # the prompt's nickname, with "_ema" when the EMA weights sampled it
+    prompt: str
+    paths: list[Path]
+    stills: list[Path] = field(default_factory=list)   # a frame strip per video, to glance at
+
+
+class MetricsSink(Protocol):
+    """Receives the loop's per-step scalars and its validation samples (main process only)."""
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        """The scalars of one optimizer step: loss, lr, grad_norm (None when not measured), epoch."""
+
+    def log_samples(self, step: int, samples: Samples) -> None:
+        """The files one validation prompt produced at `step`."""
+
+    def close(self) -> None:
+        """Flush and let go of what the sink holds; called once when training ends, also on failure."""
+
+
+class EventsSink:
+    """The job's events file: `progress` at a steady pace and `memory` now and then (as Meters decides),
+    one `validation` per prompt. The daemon and the TUI read these payloads; their keys must not change."""
+
+    def __init__(self, events: EventWriter, meters: Meters, device: torch.device):
+        self.events = events
+        self.meters = meters
+        self.device = device
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        if self.meters.should_report(step):
+            self.events.emit("progress", step=step, total=self.meters.total, epoch=metrics["epoch"],
+                             loss=metrics["loss"], lr=metrics["lr"], grad_norm=metrics["grad_norm"],
+                             **self.meters.rates(step))
+        if self.meters.should_report_memory():
+            self.events.emit("memory", **self.meters.memory(self.device))
+
+    def log_samples(self, step: int, samples: Samples) -> None:
+        self.events.emit("validation", prompt=samples.prompt, nickname=samples.nickname, step=step,
+                         paths=[str(p) for p in samples.paths],
+                         **({"stills": [str(p) for p in samples.stills]} if samples.stills else {}))
+
+    def close(self) -> None:
+        """Nothing to let go of: the events file belongs to the job, which writes more after training."""
