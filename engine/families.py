@@ -161,7 +161,7 @@ register(FamilyCard(
                   1536, 8, 8, 2, _SD3_TEXT, 0.084e9, text_tokens=77 + 154),
     ),
     # SD3's joint attention also projects the text stream (add_*_proj, to_add_out).
-    pixel_alignment=16, training_types=("lora", "lokr"),
+    pixel_alignment=16, training_types=("lora", "lokr", "full"),
     adapter_targets=ATTENTION_TARGETS + ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"),
-    text_max_length=154, note="SD3 / 3.5 trains LoRA or LoKr adapters.",
+    text_max_length=154, note="SD3 / 3.5 trains LoRA or LoKr adapters (or full-rank, for the largest cards).",
 ))
