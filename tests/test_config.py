@@ -232,3 +232,10 @@ def test_wrong_working_dir_is_explained(st_root: Path, tmp_path_factory: pytest.
 def test_choice_suggestion_ignores_case() -> None:
     _, issues = parse_train_config({"mixed_precision": "BF16"})
     assert issues[0].message.endswith("did you mean 'bf16'?")
+
+
+@pytest.mark.parametrize("plain", ["bf16", "fp16", "fp32", "no_change"])
+def test_plain_precisions_from_simpletuner_quickstarts_mean_no_quantisation(plain: str) -> None:
+    cfg, issues = parse_train_config({"model_family": "sanavideo", "model_type": "full",
+                                      "base_model_precision": plain, "text_encoder_1_precision": plain})
+    assert issues == [] and cfg.base_model_precision == cfg.text_encoder_1_precision == "no_change"

@@ -19,6 +19,7 @@ from tuner.engine.config.values import parse_key_values, parse_resolutions, spli
 # --------------------------------------------------------------------------------------------
 
 Precision = Literal["no_change", "int8-quanto", "int4-quanto", "int2-quanto", "fp8-quanto", "nf4-bnb"]
+PLAIN_PRECISIONS = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32", "no_change")
 QUANTISED_PRECISIONS = ("int8-quanto", "int4-quanto", "int2-quanto", "fp8-quanto", "nf4-bnb")
 OptimizerName = Literal[
     "adamw", "adamw_bf16", "optimi-adamw", "optimi-lion", "optimi-stableadamw",
@@ -118,7 +119,8 @@ class TrainConfig(BaseModel):
     mixed_precision: Literal["bf16", "fp16", "no"] = Field(
         "bf16", description="Training precision: bf16 (recommended), fp16, or no (fp32, e.g. on a Mac).")
     base_model_precision: Precision = Field(
-        "no_change", description="Quantise the frozen base model to save memory (LoRA only).")
+        "no_change",
+        description="Quantise the frozen base model to save memory (LoRA only); bf16/fp16/fp32 mean no quantisation.")
     text_encoder_1_precision: Precision = Field("no_change", description="Quantisation of the first text encoder.")
     text_encoder_2_precision: Precision = Field("no_change", description="Quantisation of the second text encoder.")
     text_encoder_3_precision: Precision = Field("no_change", description="Quantisation of the third text encoder (SD3's T5).")
@@ -228,6 +230,15 @@ class TrainConfig(BaseModel):
     tracker_run_name: Optional[str] = Field(None, description="Run name in the tracker (unset: the output folder's name).")
     push_to_hub: bool = Field(False, description="Upload the final model to the Hugging Face Hub with a model card.")
     hub_model_id: Optional[str] = Field(None, description="Hub repo to push to (unset: the output folder's name).")
+
+    @field_validator("base_model_precision", "text_encoder_1_precision", "text_encoder_2_precision",
+                     "text_encoder_3_precision", mode="before")
+    @classmethod
+    def _plain_precision(cls, value: Any) -> Any:
+        # SimpleTuner's quickstarts write the plain dtypes: each means "not quantised".
+        if isinstance(value, str) and value.strip().lower() in PLAIN_PRECISIONS:
+            return "no_change"
+        return value
 
     @field_validator("model_family")
     @classmethod
