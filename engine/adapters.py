@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tuner.engine import families
+from tuner.engine.config.lycoris import FULL_DIM, read_lycoris_config
 from tuner.engine.vram import factorization  # torch-free, shared with the VRAM estimate
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,6 @@ COMFY_WEIGHTS = "pytorch_lora_weights_comfyui.safetensors"
 LOKR_WEIGHTS = "lycoris_weights.safetensors"
 LOKR_CONFIG = "lycoris_config.json"
 ADAPTER_NAME = "default"
-
-# LyCORIS' own default for a linear_dim this large: no low-rank split, the full Kronecker factors.
-FULL_DIM = 10000
-LOKR_DEFAULTS: dict[str, Any] = {"algo": "lokr", "multiplier": 1.0, "linear_dim": FULL_DIM, "linear_alpha": 1,
-                                 "factor": 16, "dropout": 0.0,
-                                 "apply_preset": {"target_module": ["Attention"]}}
-
 
 def _matches(name: str, targets: list[str] | tuple[str, ...]) -> bool:
     """peft's rule: a target names the module itself or a dotted suffix of its path."""
@@ -160,23 +154,6 @@ class LoKrLinear(nn.Module):
         # kron(A, B) · vec(X) = vec(A · X · Bᵀ) for row-major X of shape (in_m, in_n).
         h = self.lokr_w1 @ h @ self.w2().transpose(0, 1)
         return out + (h.reshape(*x.shape[:-1], out_m * out_n) * (self.scale * self.multiplier)).to(out.dtype)
-
-
-def read_lycoris_config(path: str | Path | None) -> dict[str, Any]:
-    """The lycoris_config JSON merged over tuner's LoKr defaults; only algo "lokr" is implemented."""
-    config = json.loads(json.dumps(LOKR_DEFAULTS))
-    if path:
-        try:
-            given = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"config.json: lycoris_config: cannot read {path}: {exc}; give a JSON file such as "
-                             f'{json.dumps(LOKR_DEFAULTS)}') from exc
-        if not isinstance(given, dict):
-            raise ValueError(f"{path}: expected a JSON object like {json.dumps(LOKR_DEFAULTS)}")
-        config.update(given)
-    if config.get("algo") != "lokr":
-        raise ValueError(f"{path}: algo: {config.get('algo')!r} is not implemented; set \"algo\": \"lokr\"")
-    return config
 
 
 def _lokr_targets(model: nn.Module, config: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.engine import families
+from tuner.engine.config.lycoris import read_lycoris_config
 from tuner.engine.config.models import Resolution, TrainConfig
 
 GB = 1024 ** 3
@@ -161,15 +162,23 @@ def _tokens(model: dict[str, Any], cfg: dict[str, Any]) -> int:
     return int(per_frame * frames + model.get("text_tokens", 0))
 
 
+def _lycoris_settings(path: str | None) -> dict[str, Any]:
+    """The run's LoKr settings: its lycoris_config when readable, else tuner's defaults."""
+    try:
+        return read_lycoris_config(path if path and Path(path).expanduser().is_file() else None)
+    except ValueError:  # `tuner check` reports a broken file; the estimate sizes the defaults
+        return read_lycoris_config(None)
+
+
 def _trainable(model: dict[str, Any], cfg: dict[str, Any]) -> float:
     if cfg["model_type"] == "full":
         return model["params"]
     modules = model["layers"] * model["attn_modules"]
     hidden = model["hidden"]
     if cfg["lora_type"] == "lycoris":
-        factor = int((cfg.get("_lycoris") or {}).get("factor", 16))
-        m, n = factorization(hidden, factor)
-        dim = int((cfg.get("_lycoris") or {}).get("linear_dim", 10000))
+        settings = _lycoris_settings(cfg.get("lycoris_config"))
+        m, n = factorization(hidden, int(settings["factor"]))
+        dim = int(settings["linear_dim"])
         w2 = n * n if dim >= n / 2 else 2 * n * dim
         return modules * (m * m + w2)
     return modules * int(cfg["lora_rank"]) * 2 * hidden

@@ -230,3 +230,13 @@ def test_the_prompt_library_switch_no_longer_hides_the_missing_prompt(tmp_path: 
     config = {k: v for k, v in GOOD_CONFIG.items() if k != "--validation_prompt"}
     folder = write_folder(tmp_path, {**config, "validation_prompt_library": True}, GOOD_DATASETS, None)
     assert any(i.key == "validation_prompt" for i in check_bundle(folder, base_dir=tmp_path))
+
+
+def test_a_lycoris_algorithm_tuner_cannot_train_is_refused_by_check(tmp_path: Path) -> None:
+    # It used to pass `tuner check` and fail once the model had loaded.
+    (tmp_path / "lycoris.json").write_text(json.dumps({"algo": "loha", "linear_dim": 16}))
+    config = {**GOOD_CONFIG, "--lora_type": "lycoris", "--lycoris_config": str(tmp_path / "lycoris.json")}
+    folder = write_folder(tmp_path, config, GOOD_DATASETS, GOOD_PROMPTS)
+    errors = [i for i in check_bundle(folder, base_dir=tmp_path) if i.level == "error"]
+    assert [(Path(i.file).name, i.key) for i in errors] == [("lycoris.json", "algo")]
+    assert 'set "algo": "lokr"' in errors[0].message

@@ -144,3 +144,12 @@ def test_multigpu_preset_runs_under_accelerate_launch(tmp_path, request, name):
     assert progress[-1]["step"] == 3 and all(p["loss"] == p["loss"] for p in progress)
     done = events_of(job, "done")[-1]["paths"]
     assert Path(done["pipeline"]).is_dir()
+
+
+def test_the_estimate_sizes_the_lokr_factor_of_the_users_lycoris_config(tmp_path):
+    lyco = tmp_path / "lycoris.json"
+    lyco.write_text(json.dumps({"algo": "lokr", "factor": 4, "linear_dim": 10000}))
+    base = {"model_family": "sd3", "model_type": "lora", "lora_type": "lycoris"}
+    default = vram.estimate(base)["parts"]["adapter"]
+    factor4 = vram.estimate({**base, "lycoris_config": str(lyco)})["parts"]["adapter"]
+    assert factor4 > default   # a smaller first factor leaves a larger second one

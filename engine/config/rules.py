@@ -14,6 +14,7 @@ from pathlib import Path
 from tuner.engine import families
 from tuner.engine.config.bundle import ConfigBundle
 from tuner.engine.config.issues import Issue, display
+from tuner.engine.config.lycoris import lycoris_problems
 from tuner.engine.config.models import QUANTISED_PRECISIONS, DatasetConfig
 
 PRECISION_KEYS = ("base_model_precision", "text_encoder_1_precision", "text_encoder_2_precision",
@@ -126,6 +127,10 @@ def lycoris_settings(ctx: Context) -> Iterator[Issue]:
         yield ctx.config("error", "lycoris_config",
                          f"{cfg.lycoris_config!r} not found (looked in {ctx.bundle.base_dir} and the config's "
                          "folder); fix the path, or remove the key for the default LoKr settings")
+    else:
+        path = ctx.bundle.resolve(cfg.lycoris_config)
+        for key, message in lycoris_problems(path):
+            yield Issue("error", display(path), key, message)
 
 
 @rule
