@@ -240,3 +240,12 @@ def test_a_lycoris_algorithm_tuner_cannot_train_is_refused_by_check(tmp_path: Pa
     errors = [i for i in check_bundle(folder, base_dir=tmp_path) if i.level == "error"]
     assert [(Path(i.file).name, i.key) for i in errors] == [("lycoris.json", "algo")]
     assert 'set "algo": "lokr"' in errors[0].message
+
+
+def test_image_to_video_is_said_to_train_as_text_to_video(tmp_path: Path) -> None:
+    config = {**GOOD_CONFIG, "--model_family": "sanavideo", "--model_type": "full"}
+    datasets = [{**GOOD_DATASETS[0], "dataset_type": "video", "video": {"num_frames": 17, "is_i2v": True}},
+                GOOD_DATASETS[1]]
+    folder = write_folder(tmp_path, config, datasets, GOOD_PROMPTS)
+    [warning] = [i for i in check_bundle(folder, base_dir=tmp_path) if i.key == "pics.video.is_i2v"]
+    assert "train as text-to-video" in warning.message

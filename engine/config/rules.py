@@ -296,11 +296,17 @@ DATASET_NOT_ACTING_YET = {
                               "trained like the others; set disabled: true to leave them out",
     "write_batch_size": "ignored: each cache entry is written as its own file",
 }
+VIDEO_NOT_ACTING_YET = {
+    "is_i2v": "image-to-video training is not supported yet; the clips train as text-to-video",
+}
 
 
 @rule
 def settings_not_acting_yet(ctx: Context) -> Iterator[Issue]:
     cfg = ctx.bundle.train
+    if ctx.is_set("ignore_final_epochs") and not cfg.ignore_final_epochs and cfg.max_train_steps:
+        yield ctx.config("warning", "ignore_final_epochs",
+                         "false has no effect: a run with max_train_steps stops there, whatever the epochs")
     for key, why in NOT_ACTING_YET.items():
         if ctx.is_set(key) and getattr(cfg, key) != type(cfg).model_fields[key].default:
             yield ctx.config("warning", key, why)
@@ -311,9 +317,9 @@ def settings_not_acting_yet(ctx: Context) -> Iterator[Issue]:
         for key, why in DATASET_NOT_ACTING_YET.items():
             if key in ds.model_fields_set and getattr(ds, key) != type(ds).model_fields[key].default:
                 yield ctx.dataset("warning", ds, key, why)
-        if ds.video is not None and ds.video.is_i2v:
-            yield ctx.dataset("warning", ds, "video.is_i2v",
-                              "image-to-video training is not supported yet; the clips train as text-to-video")
+        for key, why in VIDEO_NOT_ACTING_YET.items() if ds.video is not None else ():
+            if key in ds.video.model_fields_set and getattr(ds.video, key) != type(ds.video).model_fields[key].default:
+                yield ctx.dataset("warning", ds, f"video.{key}", why)
 
 
 # --------------------------------------------------------------------------------------------
