@@ -64,13 +64,15 @@ def test_resolution_frames_buckets_are_named_by_size_and_length(tmp_path):
     assert bucket_name((832, 480, 81), "aspect_ratio") == "832x480"
 
 
-def test_too_short_video_names_the_file(tmp_path):
+def test_too_short_video_is_skipped_and_named(tmp_path):
+    # SimpleTuner skips a clip shorter than min_frames; so do we, naming it once.
     folder = make_clips(tmp_path / "clips", count=2, frames=9)
     short = folder / "short.mp4"
     write_video(short, moving_shape("circle", "red", 3, (64, 64)), 8)
     (folder / "short.txt").write_text("a red circle\n")
-    with pytest.raises(DataError, match=r"short\.mp4 has 3 frames, fewer than the 5"):
-        scan_dataset(spec(folder, tmp_path), {}, 16, "fp", 0)
+    result = scan_dataset(spec(folder, tmp_path), {}, 16, "fp", 0)
+    assert len(result.samples) == 2 and short not in {s.path for s in result.samples}
+    assert result.named_skips == {"shorter than video.num_frames 5 frames": [short]}
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])

@@ -295,6 +295,7 @@ DATASET_NOT_ACTING_YET = {
     "is_regularisation_data": "regularisation (prior preservation) is not supported yet, so these images are "
                               "trained like the others; set disabled: true to leave them out",
     "write_batch_size": "ignored: each cache entry is written as its own file",
+    "vae_cache_clear_each_epoch": "not supported yet: random crops are fixed per image and the cache is kept",
 }
 VIDEO_NOT_ACTING_YET = {
     "is_i2v": "image-to-video training is not supported yet; the clips train as text-to-video",

@@ -105,11 +105,11 @@ def _scan_all(bundle: Any, datasets: list, family: Any, fingerprint: str, events
     results = []
     for ds in datasets:
         spec = dataset_spec(bundle, ds, int(getattr(family, "temporal_compression", 1)))
-        if ds.vae_cache_clear_each_epoch:
-            _log(events, "warning", f"dataset {ds.id!r}: vae_cache_clear_each_epoch is not supported; "
-                                    f"random crops are fixed per image and the cache is kept")
         result = scan_dataset(spec, read_manifest(spec.cache_dir, spec.folder), family.pixel_alignment,
                               fingerprint, cfg.seed)
+        for reason, paths in result.named_skips.items():
+            names = ", ".join(p.name for p in paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+            _log(events, "warning", f"dataset {spec.id!r}: skipped {len(paths)} {reason}: {names}")
         for path, reason in result.broken:
             deleted = is_main and cfg.delete_problematic_images
             if deleted:

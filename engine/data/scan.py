@@ -74,7 +74,14 @@ class ScanResult:
     samples: list[Sample] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)
     broken: list[tuple[Path, str]] = field(default_factory=list)
+    named_skips: dict[str, list[Path]] = field(default_factory=dict)   # reason → files, said once per reason
     manifest: dict[str, dict] = field(default_factory=dict)
+
+    def skip(self, path: Path, reason: str, *, name_it: bool = False) -> None:
+        """Leave a file out for `reason`; `name_it` lists it in the one warning for that reason."""
+        self.skipped[reason] += 1
+        if name_it:
+            self.named_skips.setdefault(reason, []).append(path)
 
 
 def _image_size(path: Path, rel: str, manifest: dict, content_hash: bool) -> tuple[dict, bool]:
@@ -128,7 +135,7 @@ def scan_dataset(spec: DatasetSpec, manifest: dict[str, dict], alignment: int, f
         result.manifest[rel] = info
         width, height = info["width"], info["height"]
         if spec.size.too_small(width, height):
-            result.skipped[f"smaller than minimum_image_size {spec.size.minimum_image_size:g}"] += 1
+            result.skip(path, f"smaller than minimum_image_size {spec.size.minimum_image_size:g}", name_it=True)
             continue
         captions = captions_for(path, spec.caption_strategy, spec.instance_prompt, spec.id)
         if not captions:

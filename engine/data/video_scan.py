@@ -4,8 +4,8 @@ A clip is sized like an image (aspect bucket at the dataset resolution, resize t
 and its bucket also carries its frame count, because one batch must stack to (B, 3, F, H, W).
 So both bucket strategies keep clips of other lengths apart; `resolution_frames` differs in
 naming its buckets by size and length (832x480@81) in logs and cache metadata.
-A clip shorter than min_frames (default num_frames) or one that cannot be decoded stops the run
-with a DataError naming the file: silently training on fewer clips than the user chose is worse.
+A clip shorter than min_frames (default num_frames) is skipped and named in one warning, as
+SimpleTuner does; one that cannot be decoded stops the run with a DataError naming the file.
 """
 from __future__ import annotations
 
@@ -70,16 +70,16 @@ def scan_videos(spec: DatasetSpec, manifest: dict[str, dict], alignment: int, fi
                             f"re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4) or remove it") from e
         result.manifest[rel] = info
         length = info["frames"]
-        if length < video.shortest:
-            raise DataError(f"dataset {spec.id!r}: video {path} has {length} frames, fewer than the "
-                            f"{video.shortest} that video.{'min_frames' if video.min_frames else 'num_frames'} "
-                            f"asks for; remove the clip or lower video.min_frames")
+        if length < video.shortest:  # as SimpleTuner does: skipped, and named in one warning
+            key = "min_frames" if video.min_frames else "num_frames"
+            result.skip(path, f"shorter than video.{key} {video.shortest} frames", name_it=True)
+            continue
         if video.max_frames and length > video.max_frames:
             result.skipped[f"longer than video.max_frames {video.max_frames}"] += 1
             continue
         width, height = info["width"], info["height"]
         if spec.size.too_small(width, height):
-            result.skipped[f"smaller than minimum_image_size {spec.size.minimum_image_size:g}"] += 1
+            result.skip(path, f"smaller than minimum_image_size {spec.size.minimum_image_size:g}", name_it=True)
             continue
         captions = captions_for(path, spec.caption_strategy, spec.instance_prompt, spec.id)
         if not captions:
