@@ -69,12 +69,13 @@ async def submit(d: Daemon, conn: Connection, msg: dict) -> dict:
         path = Path(p.arg(msg, "path", str)).expanduser()
         source = str(path if path.is_absolute() else cwd / path)
         bundle = await asyncio.to_thread(sub.read_bundle, Path(source), cwd)
+    # Checked before a job id is reserved: a refused config leaves nothing behind.
     name = sub.job_name(bundle, p.arg(msg, "name", str, None))
     job_id, staging = d.store.reserve(name)
-    job, warnings = await asyncio.to_thread(sub.stage, job_id, staging, bundle, cwd, source, name, gpus)
+    job = await asyncio.to_thread(sub.stage, job_id, staging, bundle, source, name, gpus)
     d.store.add(job)
     d.supervisor.kick()
-    return {"job": job.record(), "warnings": warnings}
+    return {"job": job.record(), "warnings": [str(w) for w in bundle.warnings]}
 
 
 async def list_jobs(d: Daemon, conn: Connection, msg: dict) -> dict:

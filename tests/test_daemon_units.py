@@ -119,28 +119,36 @@ def test_submit_makes_relative_paths_absolute_against_the_clients_cwd(tmp_path):
     (cwd / "model").mkdir()
     (cwd / "images").mkdir()
     (config_dir / "config.json").write_text(json.dumps({
-        "--output_dir": "out", "pretrained_model_name_or_path": "model",
-        "pretrained_vae_model_name_or_path": "org/hub-model",
+        "--model_family": "sana", "model_type": "full", "--output_dir": "out",
+        "pretrained_model_name_or_path": "model", "pretrained_vae_model_name_or_path": "org/hub-model",
         "--data_backend_config": "config/multidatabackend.json", "user_prompt_library": "config/prompts.json"}))
     (config_dir / "multidatabackend.json").write_text(json.dumps([
         {"id": "a", "instance_data_dir": "images", "cache_dir_vae": "cache/vae"},
-        {"id": "t", "dataset_type": "text_embeds", "cache_dir": "/abs/text"}]))
+        {"id": "t", "dataset_type": "text_embeds", "default": True, "cache_dir": "/abs/text"}]))
     (config_dir / "prompts.json").write_text(json.dumps({"cat": "a cat"}))
-    config, datasets, library, _ = submit.read_bundle(config_dir, cwd)
-    assert config["--output_dir"] == str(cwd / "out")
+    staging = tmp_path / "jobs" / ".staging-j1"
+    staging.mkdir(parents=True)
+    job = submit.stage("j1", staging, submit.read_bundle(config_dir, cwd), str(config_dir), "j1", 0)
+    folder = tmp_path / "jobs" / "j1"
+    assert job.dir == str(folder) and not staging.exists()
+    config = json.loads((folder / "config.json").read_text())
+    datasets = json.loads((folder / "multidatabackend.json").read_text())
+    assert config["output_dir"] == job.output_dir == str(cwd / "out")
     assert config["pretrained_model_name_or_path"] == str(cwd / "model")
     assert config["pretrained_vae_model_name_or_path"] == "org/hub-model"  # a hub id stays one
+    assert config["data_backend_config"] == str(folder / "multidatabackend.json")
+    assert config["user_prompt_library"] == str(folder / "user_prompt_library.json")
     assert datasets[0]["instance_data_dir"] == str(cwd / "images")
     assert datasets[0]["cache_dir_vae"] == str(cwd / "cache" / "vae")
     assert datasets[1]["cache_dir"] == "/abs/text"
-    assert library == {"cat": "a cat"}
+    assert json.loads((folder / "user_prompt_library.json").read_text()) == {"cat": "a cat"}
 
 
 def test_submit_names_a_missing_or_broken_file(tmp_path):
     with pytest.raises(p.ProtocolError, match="not found"):
         submit.read_bundle(tmp_path / "nowhere", tmp_path)
     (tmp_path / "config.json").write_text("[1]")
-    with pytest.raises(p.ProtocolError, match="must be a JSON object"):
+    with pytest.raises(p.ProtocolError, match="config.json: \\(file\\): expected a JSON object"):
         submit.read_bundle(tmp_path, tmp_path)
 
 
