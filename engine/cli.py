@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", metavar="NAME", help="print one preset's file")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("train", help="run a config folder (or a job directory) in this terminal")
+    p = sub.add_parser("train", help="run a config folder (or a job directory) in this terminal; the job's "
+                                     "files and events go to its output_dir")
     p.add_argument("path", help="a config folder, a config.json, or a job directory")
     p.add_argument("--plain", action="store_true", help="print log lines instead of the live display")
 

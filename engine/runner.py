@@ -1,5 +1,8 @@
 """Run one training job: from a job directory (`python -m tuner.engine JOB_DIR`, what tunerd
-starts, also under `accelerate launch`) or from a config folder in this terminal (`tuner train`)."""
+starts, also under `accelerate launch`) or from a config folder in this terminal (`tuner train`).
+
+A config folder is first turned into the job directory's own files by job_files, the same
+function tunerd submit and the wizard use, and the run trains from those files."""
 from __future__ import annotations
 
 import logging
@@ -9,9 +12,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from tuner.engine.config import ConfigError, load_bundle
+from tuner.engine.config import ConfigBundle, ConfigError, Issue, job_files, load_bundle, write_job_files
 from tuner.engine.events import EventWriter
-from tuner.engine.jobdir import EVENTS, JOB_RECORD, PREVIEWS
+from tuner.engine.jobdir import CONFIG, EVENTS, JOB_RECORD, PREVIEWS
 
 EXIT_DONE, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
 
@@ -35,9 +38,15 @@ class _EventLogHandler(logging.Handler):
 def run(config_path: Path, job_dir: Path, listener=None, base_dir: Path | None = None) -> int:
     """Load, validate and train; every outcome ends as events in job_dir/events.jsonl."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    events = EventWriter(job_dir / EVENTS if _is_main_process() else None)
+    clash = _foreign_config(config_path, job_dir)
+    # A folder that is not a job's gets no events file either: the refusal reaches the listener only.
+    events = EventWriter(job_dir / EVENTS if _is_main_process() and not clash else None)
     if listener is not None:
         events.add_listener(listener)
+    if clash:
+        events.emit("error", message=clash, traceback_path=None)
+        events.emit("status", phase="failed", message="output_dir holds another config")
+        return EXIT_FAILED
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bridge = _EventLogHandler(events)
     logging.getLogger("tuner").addHandler(bridge)
@@ -49,7 +58,7 @@ def run(config_path: Path, job_dir: Path, listener=None, base_dir: Path | None =
 
 def _run(config_path: Path, job_dir: Path, events: EventWriter, base_dir: Path | None) -> int:
     try:
-        bundle = load_bundle(config_path, base_dir=base_dir)
+        bundle, warnings = _job_bundle(config_path, job_dir, base_dir)
     except ConfigError as exc:
         for issue in exc.issues:
             events.emit("log", level=issue.level, message=str(issue))
@@ -57,7 +66,7 @@ def _run(config_path: Path, job_dir: Path, events: EventWriter, base_dir: Path |
                     traceback_path=None)
         events.emit("status", phase="failed", message="invalid config")
         return EXIT_FAILED
-    for warning in bundle.warnings:
+    for warning in warnings:
         events.emit("log", level="warning", message=str(warning))
 
     from tuner.engine.train.control import Control
@@ -76,6 +85,32 @@ def _run(config_path: Path, job_dir: Path, events: EventWriter, base_dir: Path |
         events.emit("status", phase="failed", message=type(exc).__name__)
         return EXIT_FAILED
     return EXIT_STOPPED if result.stopped else EXIT_DONE
+
+
+def _config_folder(config_path: Path) -> Path:
+    return (config_path if config_path.is_dir() else config_path.parent).resolve()
+
+
+def _foreign_config(config_path: Path, job_dir: Path) -> str | None:
+    """Why the job's files may not be written into job_dir: a config.json there that no run wrote."""
+    job_dir = job_dir.resolve()
+    if _config_folder(config_path) == job_dir or not (job_dir / CONFIG).exists():
+        return None
+    if (job_dir / EVENTS).exists() or (job_dir / JOB_RECORD).exists():
+        return None  # an earlier run's job files: this run's replace them
+    return (f"{job_dir / CONFIG} is not a job's file, and the run writes its own config.json into its job "
+            f"folder ({job_dir}, the output_dir); set output_dir to another folder, or run that folder itself")
+
+
+def _job_bundle(config_path: Path, job_dir: Path, base_dir: Path | None) -> tuple[ConfigBundle, list[Issue]]:
+    """What trains, and the config's warnings: a config folder becomes job_dir's own files first."""
+    bundle = load_bundle(config_path, base_dir=base_dir)
+    if _config_folder(config_path) == job_dir.resolve():
+        return bundle, bundle.warnings
+    write_job_files(job_files(bundle, job_dir), job_dir)
+    # The job's files, read back as tunerd's engine reads them; warnings stay the user's config's,
+    # which also name the keys the job's files leave out (ignored SimpleTuner options).
+    return load_bundle(job_dir, base_dir=base_dir), bundle.warnings
 
 
 def _user_message(exc: Exception) -> str:
