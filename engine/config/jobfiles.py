@@ -43,7 +43,10 @@ def job_files(bundle: ConfigBundle, folder: str | os.PathLike[str]) -> dict[str,
             if entry.get(key):
                 entry[key] = str(bundle.resolve(entry[key]))
         datasets.append(entry)
-    # The companions are the files beside this config, whatever the user's config named.
+    # The companions are the files beside this config, whatever the user's config named; always
+    # last, so the bytes do not depend on whether the user had set them.
+    train.pop("data_backend_config", None)
+    train.pop("user_prompt_library", None)
     train["data_backend_config"] = str(folder / DATABACKEND)
     train["user_prompt_library"] = str(folder / PROMPT_LIBRARY)
     return {CONFIG: train, DATABACKEND: datasets, PROMPT_LIBRARY: dict(bundle.prompts)}
