@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, OptionList, Switch
 
-from tuner.engine.config import check_bundle, load_bundle
+from tuner.engine.config import check_bundle, job_files, load_bundle, parse_train_config, write_job_files
+from tuner.engine.config.jobfiles import FILE_NAMES
 from tuner.engine.demo import make_dataset
 from tuner.engine.hardware import describe
 from tuner.tui.app import TunerApp
@@ -105,11 +106,23 @@ async def test_wizard_writes_files_that_check_clean_and_match_the_review(tmp_pat
         await pilot.press("ctrl+w")
         await settle(pilot)
         shown = {name: review.query_one(f"#show-{name.split('.')[0]}").content.code for name in review.files}
+        bundle, verdict = review.bundle, review.issues
 
-    for name, text in shown.items():
-        assert (target / name).read_text() == text
-    assert not [i for i in check_bundle(target) if i.level == "error"]
+    # What was written is job_files' output for the values checked, byte for byte: what tunerd runs.
+    write_job_files(job_files(bundle, target), tmp_path / "expected")
+    for name in FILE_NAMES:
+        assert (target / name).read_bytes() == (tmp_path / "expected" / name).read_bytes(), name
+    # The review shows the values entered: the same settings as written, the companions aside.
     config = json.loads((target / "config.json").read_text())
+    shown_config = json.loads(shown["config.json"])
+    assert set(config) - set(shown_config) == {"data_backend_config", "user_prompt_library"}
+    assert parse_train_config(shown_config)[0].model_dump(include=set(shown_config)) == \
+           load_bundle(target).train.model_dump(include=set(shown_config))
+    assert json.loads(shown["multidatabackend.json"]) == json.loads((target / "multidatabackend.json").read_text())
+    # The review's verdict is check_bundle's on the written folder.
+    assert [(i.level, i.file, i.key, i.message) for i in verdict] == \
+           [(i.level, Path(i.file).name, i.key, i.message) for i in check_bundle(target, hardware=describe(24, 1))]
+    assert not [i for i in verdict if i.level == "error"]
     assert config["max_train_steps"] == 50 and config["output_dir"] == str(tmp_path / "out")
     assert config["learning_rate"] == 2e-4
     assert config["validation_prompt"] == "a red circle on a white background"

@@ -1,17 +1,22 @@
-"""What the wizard has gathered so far, and the three config files it turns into; torch-free."""
+"""What the wizard has gathered so far, checked in memory; torch-free.
+
+The review shows the values as entered; what it writes, and what tunerd then runs, is
+job_files' output for the checked values (tuner.engine.config.jobfiles).
+"""
 from __future__ import annotations
 
 import copy
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuner.engine import families
-from tuner.engine.config import Issue, check_bundle, load_bundle
+from tuner.engine.config import ConfigBundle, Issue, check_data, job_files, load_bundle
+from tuner.engine.config.jobfiles import FILE_NAMES
 from tuner.engine.families import TRAINING_KEYS, TRAINING_LABELS
-FILE_NAMES = ("config.json", "multidatabackend.json", "user_prompt_library.json")
+from tuner.engine.jobdir import CONFIG, DATABACKEND
+
 TEXT_EMBEDS_ID = "text-embeds"
 
 
@@ -66,11 +71,11 @@ class WizardState:
     def pixel_datasets(self) -> list[dict[str, Any]]:
         return [d for d in self.datasets if d.get("dataset_type", "image") != "text_embeds"]
 
-    def files(self) -> dict[str, str]:
-        """The exact text of the three files the review shows and writes."""
+    def data(self) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str]]:
+        """The three files' contents as entered, with the wizard's defaults (caches, a text-embed dataset)."""
         output = Path(self.config.get("output_dir") or "output").expanduser()
         config = {k: v for k, v in self.config.items() if v is not None and v != ""}
-        # The companions sit next to config.json, so the folder runs from anywhere without these keys.
+        # The companions are the files beside config.json; job_files names them when writing.
         for key in ("data_backend_config", "user_prompt_library"):
             config.pop(key, None)
         datasets = []
@@ -81,54 +86,39 @@ class WizardState:
         embeds = [d for d in self.datasets if d.get("dataset_type") == "text_embeds"]
         datasets += embeds or [{"id": TEXT_EMBEDS_ID, "type": "local", "dataset_type": "text_embeds",
                                 "default": True, "cache_dir": str(output / "cache" / "text")}]
-        texts = [config, datasets, dict(self.prompts)]
-        return {name: json.dumps(data, indent=2) + "\n" for name, data in zip(FILE_NAMES, texts)}
+        return config, datasets, dict(self.prompts)
 
-    def check(self) -> list[Issue]:
-        """check_bundle's verdict on exactly these files (written to a scratch folder first)."""
-        with tempfile.TemporaryDirectory(prefix="tuner-review-") as scratch:
-            write_files(self.files(), Path(scratch))
-            issues = check_bundle(scratch, hardware=None if self.planned or not self.hardware else self.hardware)
-        # The scratch folder's name means nothing to the user; name the files plainly.
+    def files(self) -> dict[str, str]:
+        """The values as entered, one JSON text per file: what the review shows."""
+        return {name: json.dumps(data, indent=2) + "\n" for name, data in zip(FILE_NAMES, self.data())}
+
+    def check(self) -> tuple[ConfigBundle | None, list[Issue]]:
+        """The engine's check of these values, in memory (errors first); the bundle is None on any error.
+
+        A relative path typed into the wizard is read from the folder tuner-tui runs in; the
+        issues name the plain file names, since the files are not written yet.
+        """
+        config, datasets, prompts = self.data()
+        here = Path.cwd()
+        bundle, issues = check_data(config, datasets, prompts, base_dir=here, config_path=here / CONFIG,
+                                    hardware=None if self.planned or not self.hardware else self.hardware)
         for issue in issues:
             issue.file = Path(issue.file).name
-        return issues
-
-
-def write_files(files: dict[str, str], folder: Path) -> list[Path]:
-    """Write the review's texts byte for byte into `folder`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in files.items():
-        path = folder / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        written.append(path)
-    return written
+        return bundle, [i for i in issues if i.level == "error"] + [i for i in issues if i.level == "warning"]
 
 
 def from_folder(folder: str | Path, hardware: dict[str, Any]) -> WizardState:
     """A wizard state from an existing config folder (tuner's or SimpleTuner's); raises ConfigError."""
     bundle = load_bundle(folder)
-    config = bundle.train.model_dump(mode="json", exclude_unset=True)
+    # The values as a job would hold them: the keys the user set, their paths made absolute.
+    files = job_files(bundle, folder)
+    config = files[CONFIG]
     for key in ("data_backend_config", "user_prompt_library"):
         config.pop(key, None)
-    if config.get("output_dir"):
-        config["output_dir"] = str(bundle.resolve(config["output_dir"]))
-    model = config.get("pretrained_model_name_or_path")
-    if model and bundle.resolve(model).exists():   # a local folder; a hub id stays as written
-        config["pretrained_model_name_or_path"] = str(bundle.resolve(model))
     config.setdefault("model_family", bundle.train.model_family)
     config.setdefault("pretrained_model_name_or_path", bundle.train.base_model())
     config.setdefault("output_dir", str(bundle.resolve(bundle.train.output_dir)))
-    datasets = []
-    for ds in bundle.datasets:
-        entry = ds.model_dump(mode="json", exclude_unset=True)
-        for key in ("instance_data_dir", "cache_dir_vae", "cache_dir"):
-            if entry.get(key):
-                entry[key] = str(bundle.resolve(entry[key]))
-        datasets.append(entry)
+    datasets = files[DATABACKEND]
     if not any(d.get("dataset_type", "image") != "text_embeds" for d in datasets):
         datasets.insert(0, new_dataset())
     return WizardState(hardware=hardware, config=config, datasets=datasets,

@@ -1,4 +1,4 @@
-"""Wizard step 7: the exact files, check_bundle's verdict, then write them and submit to tunerd."""
+"""Wizard step 7: the values entered, the engine's verdict on them, then the job files written and submitted."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,11 +17,16 @@ from tuner.presets import load_preset
 from tuner.tui import daemon_link
 from tuner.tui.screens.step import StepScreen
 from tuner.tui.widgets.path_input import PathInput
-from tuner.tui.wizard_state import FILE_NAMES, write_files
+from tuner.engine.config import job_files, write_job_files
+from tuner.tui.wizard_state import FILE_NAMES
 
 
 class ReviewStep(StepScreen):
-    """Shows config.json, multidatabackend.json and user_prompt_library.json as they will be written."""
+    """Shows config.json, multidatabackend.json and user_prompt_library.json with the values entered.
+
+    What is written is job_files' output for the checked values: the same keys and values, with
+    the paths made absolute and the companions named, exactly what tunerd will run.
+    """
 
     INDEX = 6
     BINDINGS = [
@@ -30,11 +35,11 @@ class ReviewStep(StepScreen):
     ]
 
     class Checked(Message):
-        """check_bundle's findings on the files shown."""
+        """The engine's findings on the values shown, and the checked bundle (None on any error)."""
 
-        def __init__(self, issues: list, files: dict[str, str]):
+        def __init__(self, bundle, issues: list):
             super().__init__()
-            self.issues, self.files = issues, files
+            self.bundle, self.issues = bundle, issues
 
     class Submitted(Message):
         """tunerd queued the job (or refused it: `error`)."""
@@ -47,6 +52,7 @@ class ReviewStep(StepScreen):
         super().__init__(state)
         self.files = state.files()
         self.issues: list | None = None
+        self.bundle = None
 
     def body(self) -> ComposeResult:
         default = self.state.config_folder or str(Path(self.state.config["output_dir"]).parent /
@@ -67,12 +73,11 @@ class ReviewStep(StepScreen):
 
     @work(thread=True, exclusive=True, group="check")
     def run_check(self) -> None:
-        files = self.state.files()
-        self.post_message(self.Checked(self.state.check(), files))
+        self.post_message(self.Checked(*self.state.check()))
 
     @on(Checked)
     def checked(self, message: Checked) -> None:
-        self.issues = message.issues
+        self.bundle, self.issues = message.bundle, message.issues
         errors = [i for i in message.issues if i.level == "error"]
         text = Text()
         if errors:
@@ -89,12 +94,12 @@ class ReviewStep(StepScreen):
         if self.issues is None:
             self.show_problems(["the check is still running"])
             return None
-        if any(i.level == "error" for i in self.issues):
+        if self.bundle is None:
             self.show_problems(["the config has errors (listed above); go back and fix them"])
             return None
         target = Path(self.query_one("#target", Input).value.strip() or ".").expanduser().absolute()
         clash = [n for n in FILE_NAMES if (target / n).exists()]
-        write_files(self.files, target)
+        write_job_files(job_files(self.bundle, target), target)
         self.state.config_folder = str(target)
         self.notify(f"wrote {', '.join(FILE_NAMES)} to {target}" + (f" (replaced the previous {', '.join(clash)})" if clash else ""))
         self.show_problems([])
