@@ -117,3 +117,14 @@ def test_the_reviews_verdict_is_check_bundle_on_the_written_folder(tmp_path: Pat
     datasets = json.loads((target / "multidatabackend.json").read_text())
     assert datasets[0]["instance_data_dir"] == str(tmp_path / "shapes")
     assert json.loads((target / "config.json").read_text())["output_dir"] == str(tmp_path / "out")
+
+
+def test_tuner_train_never_overwrites_a_config_it_did_not_write(root: Path) -> None:
+    other = root / "output" / "run"
+    other.mkdir(parents=True)
+    (other / "config.json").write_text('{"model_family": "sd3"}\n')   # the user's own file
+    seen = []
+    assert run(root / "config", other, listener=seen.append) == EXIT_FAILED
+    assert (other / "config.json").read_text() == '{"model_family": "sd3"}\n'
+    assert not (other / "events.jsonl").exists() and not (other / "multidatabackend.json").exists()
+    assert "set output_dir to another folder" in next(e["message"] for e in seen if e["type"] == "error")
