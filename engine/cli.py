@@ -12,7 +12,7 @@ COMMANDS = {
     "hardware": ("tuner.engine.hardware", "command"),
     "presets": ("tuner.presets", "command"),
     "train": ("tuner.engine.runner", "command"),
-    "demo": ("tuner.engine.demo", "command"),
+    "demo": ("tuner.presets.demo", "command"),
     "tiny": ("tuner.engine.tiny", "command"),
 }
 
@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a config folder (config.json, multidatabackend.json, prompt library)")
     p.add_argument("path", help="a config folder or a config.json / config.toml")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.add_argument("--no-data", action="store_true",
+                   help="check the settings only, without scanning the datasets as a run would")
 
     p = sub.add_parser("hardware", help="show the GPUs, RAM, CPUs and free disk this machine has")
     p.add_argument("--path", default=".", help="where to measure free disk (default: here)")

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from PIL import Image, ImageDraw
 
@@ -84,12 +83,3 @@ def demo_model(out: Path, *, isolated: bool = False) -> Path:
 def new_run_dir(folder: Path) -> Path:
     """A fresh output folder for one demo run (earlier runs' results stay where they are)."""
     return Path(folder).resolve() / "runs" / time.strftime("%Y%m%d-%H%M%S")
-
-
-def command(args: Any) -> int:
-    """`tuner demo` (engine/cli.py names this module): the command itself is `tuner.presets.demo.command`."""
-    # engine/cli.py is the `tuner` dispatcher and already reaches tuner.presets for `tuner presets`;
-    # once it names tuner.presets.demo for `tuner demo` too, this forwarder goes.
-    from tuner.presets.demo import command as run
-
-    return run(args)

@@ -58,6 +58,7 @@ class FamilyCard:
     training_types: tuple[str, ...]    # keys of TRAINING_KEYS, the wizard's default first
     adapter_targets: tuple[str, ...]   # module names LoRA wraps by default
     text_max_length: int           # text tokens per prompt unless tokenizer_max_length says otherwise
+    temporal_compression: int = 1  # video VAEs: frames per latent frame (a clip has 1 + 4k frames for 4)
     fixed_schedule: bool = False   # trains on the checkpoint's own flow shift (flow_schedule_* ignored)
     sageattention: bool = True     # whether SageAttention supports the family's head size
     vae_must_match_base: bool = False  # the base model's own VAE only (its latents are what it learned)
@@ -146,7 +147,8 @@ register(FamilyCard(
         ModelSize("sanavideo-2b", "Efficient-Large-Model/SANA-Video_2B_480p_diffusers", ("video",), 2.06e9, 20,
                   2240, 8, 8, 2, _GEMMA2, 0.127e9),
     ),
-    pixel_alignment=32, training_types=("full", "lokr", "lora"), adapter_targets=ATTENTION_TARGETS,
+    pixel_alignment=32, temporal_compression=4, training_types=("full", "lokr", "lora"),
+    adapter_targets=ATTENTION_TARGETS,
     text_max_length=300, fixed_schedule=True, sageattention=False, vae_must_match_base=True,
     note="Sana Video trains full-rank, or an adapter (LoKr, LoRA) on a quantised base for 16 GB cards.",
 ))

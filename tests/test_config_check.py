@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from tuner.engine.cli import main
 
@@ -15,7 +16,10 @@ FIXTURE = Path(__file__).parent / "configs" / "simpletuner-sd3"
 @pytest.fixture
 def st_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(FIXTURE, tmp_path, dirs_exist_ok=True)
-    (tmp_path / "datasets" / "dog").mkdir(parents=True)
+    dogs = tmp_path / "datasets" / "dog"
+    dogs.mkdir(parents=True)
+    for i in range(2):  # at least minimum_image_size 512, as the fixture's dataset asks
+        Image.new("RGB", (640, 576), (40 * i, 90, 160)).save(dogs / f"dog-{i}.png")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -76,3 +80,24 @@ def test_missing_folder_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "nowhere: (file): not found; pass a config folder or a config.json" in out
     assert out.splitlines()[-1] == "1 error, 0 warnings"
+
+
+def test_check_looks_at_the_data_as_training_would(st_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # One usable image (the other is under minimum_image_size) cannot fill a batch of 4 even with repeats 0.
+    config_file = st_root / "config" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["--train_batch_size"] = 4
+    config_file.write_text(json.dumps(config))
+    datasets_file = st_root / "config" / "multidatabackend.json"
+    datasets = json.loads(datasets_file.read_text())
+    datasets[0]["repeats"] = 0
+    datasets_file.write_text(json.dumps(datasets))
+    Image.new("RGB", (300, 300)).save(st_root / "datasets" / "dog" / "small.png")
+    (st_root / "datasets" / "dog" / "dog-1.png").unlink()
+    assert main(["check", "config"]) == 1
+    out = capsys.readouterr().out
+    assert "config/multidatabackend.json: dog-photos: has 1 usable images × (repeats 0 + 1) = 1 samples" in out
+    assert 'set "repeats": 3 in multidatabackend.json' in out
+    assert "dog-photos: 1 files skipped, smaller than minimum_image_size 512: small.png" in out
+    # --no-data checks the settings only.
+    assert main(["check", "config", "--no-data"]) == 0

@@ -46,7 +46,7 @@ def config_folder(tmp: Path, **config) -> Path:
 
 
 def test_tuner_check_offers_a_registered_family(toy_card, tmp_path, capsys):
-    code = tuner_check(Namespace(path=config_folder(tmp_path, model_family="toyflw"), json=False))
+    code = tuner_check(Namespace(path=config_folder(tmp_path, model_family="toyflw"), json=False, no_data=True))
     out = capsys.readouterr().out
     assert code == 1
     assert "model_family: got 'toyflw'; allowed values: sana, sanavideo, sd3, toyflow; did you mean 'toyflow'?" in out

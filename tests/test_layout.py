@@ -17,11 +17,6 @@ MAY_IMPORT = {
     "presets": {"engine"},
     "engine": set(),
 }
-# Imports against the direction that are known and waiting on a change elsewhere: (module, imported).
-# engine/cli.py (the `tuner` dispatcher) names tuner.engine.demo for `tuner demo`; the command
-# lives in tuner.presets.demo, and tuner.engine.demo forwards to it, inside the function, until
-# the dispatcher names tuner.presets.demo itself.
-WAITING = {("tuner.engine.demo", "tuner.presets.demo")}
 
 
 def packages() -> dict[str, Path]:
@@ -85,15 +80,8 @@ def test_the_scan_sees_the_imports_it_judges():
 def test_every_import_between_packages_points_down():
     wrong = [f"{module}:{line} imports {target}" + (" (inside a function)" if lazy else "")
              for source, dest, module, target, line, lazy in edges()
-             if dest not in MAY_IMPORT[source] and (module, target) not in WAITING]
+             if dest not in MAY_IMPORT[source]]
     assert wrong == [], "imports against tui → daemon → presets → engine:\n" + "\n".join(wrong)
-
-
-def test_the_waiting_exceptions_are_still_there_and_lazy():
-    seen = {(module, target): lazy for *_, module, target, _, lazy in edges()}
-    for pair in WAITING:
-        assert pair in seen, f"{pair} is gone: drop it from WAITING"
-        assert seen[pair], f"{pair[0]} imports {pair[1]} at import time: that is a cycle"
 
 
 def test_no_cycle_between_packages_at_import_time():

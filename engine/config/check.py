@@ -1,4 +1,5 @@
-"""`tuner check PATH [--json]`: report every error and warning in a config folder before a run."""
+"""`tuner check PATH [--json] [--no-data]`: report every error and warning in a config folder before a run:
+the settings, then (unless --no-data) the datasets, scanned as a run would scan them."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,11 +10,23 @@ from tuner.engine.config.io import check_bundle
 from tuner.engine.hardware import probe
 
 
+def _data_issues(path: str, hardware: dict) -> list:
+    """The datasets as training would scan them (imports the engine's data pipeline, never a model)."""
+    from tuner.engine.config.io import load_bundle
+    from tuner.engine.data.preflight import data_issues
+
+    processes = max(1, len(hardware.get("gpus") or []))
+    return data_issues(load_bundle(path, hardware=hardware), processes=processes)
+
+
 def command(args: Any) -> int:
     """Print the findings as `file: key: message` lines (errors first) or JSON; exit 1 on any error."""
     # The GPU-dependent rules (fp8 needs compute capability 8.9, bf16 needs 8.0) judge the
     # machine the check runs on: the one that will train, in the usual case.
-    issues = check_bundle(args.path, hardware=probe())
+    hardware = probe()
+    issues = check_bundle(args.path, hardware=hardware)
+    if not args.no_data and not any(i.level == "error" for i in issues):
+        issues += _data_issues(args.path, hardware)
     errors = [i for i in issues if i.level == "error"]
     warnings = [i for i in issues if i.level == "warning"]
     if getattr(args, "json", False):
