@@ -29,12 +29,14 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     config.mkdir()
     (config / "config.json").write_text(json.dumps({
         "--model_family": "sana", "model_type": "full", "--pretrained_model_name_or_path": "models/sana",
-        "pretrained_vae_model_name_or_path": VAE, "--output_dir": "output/run", "max_train_steps": 10, "--data_backend_config": "config/multidatabackend.json",
-        "validation_prompt": "a red circle", "--push_to_hub": False}))
+        "pretrained_vae_model_name_or_path": VAE, "--output_dir": "output/run", "max_train_steps": 10,
+        "validation_prompt": "a red circle", "--data_backend_config": "config/multidatabackend.json",
+        "--push_to_hub": False}))
     (config / "multidatabackend.json").write_text(json.dumps([
         {"id": "shapes", "type": "local", "instance_data_dir": "datasets/shapes", "caption_strategy": "textfile",
          "cache_dir_vae": "cache/vae/shapes"},
-        {"id": "text-embeds", "type": "local", "dataset_type": "text_embeds", "default": True, "cache_dir": "cache/text"}]))
+        {"id": "text-embeds", "type": "local", "dataset_type": "text_embeds", "default": True,
+         "cache_dir": "cache/text"}]))
     (config / "user_prompt_library.json").write_text(json.dumps({"red": "a red circle"}))
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -63,7 +65,8 @@ def test_tunerd_and_the_wizard_write_byte_identical_job_files(root: Path) -> Non
     # What the wizard wrote is the function's output for tunerd's own reading of the folder ...
     elsewhere = root / "elsewhere"
     write_job_files(job_files(submit.read_bundle(root / "config", root), target), elsewhere)
-    assert {n: (target / n).read_bytes() for n in FILE_NAMES} == {n: (elsewhere / n).read_bytes() for n in FILE_NAMES}
+    for name in FILE_NAMES:
+        assert (target / name).read_bytes() == (elsewhere / name).read_bytes(), name
     # ... and submitting it queues the same job as submitting the original folder.
     assert submitted(target, target, jobs) == direct
 
