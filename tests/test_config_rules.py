@@ -119,8 +119,7 @@ BROKEN = [
     ("video-bad-choice", both(set_(model_family="sanavideo", model_type="full"),
                               dataset(0, dataset_type="video", video={"bucket_strategy": "frames"})), None,
      DATASETS, "pics.video.bucket_strategy", "aspect_ratio, resolution_frames"),
-    ("token-nickname", prompt("<token>_portrait", "a portrait"), None, PROMPTS, "<token>_portrait",
-     "replace <token>"),
+    ("same-file-names", prompt("dog beach", "a dog on a beach again"), None, PROMPTS, "dog beach", "rename one"),
     ("empty-prompt", prompt("blank", ""), None, PROMPTS, "blank", "non-empty prompt"),
     ("datasets-file-missing", set_(data_backend_config="config/nope.json"), None, CONFIG, "data_backend_config",
      "fix the path"),
@@ -249,3 +248,29 @@ def test_image_to_video_is_said_to_train_as_text_to_video(tmp_path: Path) -> Non
     folder = write_folder(tmp_path, config, datasets, GOOD_PROMPTS)
     [warning] = [i for i in check_bundle(folder, base_dir=tmp_path) if i.key == "pics.video.is_i2v"]
     assert "train as text-to-video" in warning.message
+
+
+def test_simpletuner_quickstart_nicknames_load_with_a_warning(tmp_path: Path) -> None:
+    # The quickstarts' library has nicknames like anime_<token>; SimpleTuner runs it, so do we.
+    prompts = {"anime_<token>": "a breathtaking anime-style portrait of <token>", "chef_sks": "sks as a chef"}
+    folder = write_folder(tmp_path, GOOD_CONFIG, GOOD_DATASETS, prompts)
+    bundle = load_bundle(folder, base_dir=tmp_path)
+    assert bundle.prompts == prompts
+    warned = {i.key: i.message for i in bundle.warnings if i.file.endswith("user_prompt_library.json")}
+    assert "still contains <token>: replace it with your subject" in warned["anime_<token>"]
+    assert "named 'anime_token'" in warned["anime_<token>"]
+    assert list(warned) == ["anime_<token>"]
+
+
+def test_a_key_given_twice_keeps_the_later_value_and_says_so(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path, GOOD_CONFIG, GOOD_DATASETS, GOOD_PROMPTS)
+    text = (folder / "config.json").read_text().rstrip("}")
+    # As when SD3's skip-layer-guidance block is pasted into a config that has its own guidance.
+    (folder / "config.json").write_text(text + ', "validation_guidance": 4.0, "--validation_guidance_skip_scale": 2.8'
+                                        ', "validation_guidance_skip_scale": 5.6, "validation_guidance": 3.0}')
+    bundle = load_bundle(folder, base_dir=tmp_path)
+    assert bundle.train.validation_guidance == 3.0 and bundle.train.validation_guidance_skip_scale == 5.6
+    messages = {i.key: i.message for i in bundle.warnings}
+    assert "later value 3.0 is used (the earlier was 4.0)" in messages["validation_guidance"]
+    assert "'--validation_guidance_skip_scale' and 'validation_guidance_skip_scale'" in \
+        messages["validation_guidance_skip_scale"]

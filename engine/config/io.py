@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tomllib
 import typing
 from pathlib import Path
@@ -67,13 +68,13 @@ def read_data(path: Path) -> tuple[Any, list[Issue]]:
         if path.name.startswith("multidatabackend") and isinstance(data, dict) and "datasets" in data:
             data = data["datasets"]
         return data, []
-    duplicates: list[str] = []
+    duplicates: list[tuple[str, Any, Any]] = []
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: dict[str, Any] = {}
         for k, v in items:
             if k in seen:
-                duplicates.append(k)
+                duplicates.append((k, seen[k], v))
             seen[k] = v
         return seen
 
@@ -82,7 +83,9 @@ def read_data(path: Path) -> tuple[Any, list[Issue]]:
     except json.JSONDecodeError as e:
         return None, [Issue("error", name, FILE_KEY,
                             f"not valid JSON at line {e.lineno}, column {e.colno}: {e.msg}")]
-    return data, [Issue("error", name, k, "appears twice in the file; keep one") for k in duplicates]
+    # JSON readers (and SimpleTuner) keep the later value: so do we, and say so.
+    return data, [Issue("warning", name, k, f"appears twice; the later value {new!r} is used (the earlier was "
+                        f"{first!r}); keep one") for k, first, new in duplicates]
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,6 +109,7 @@ def _sort_keys(data: dict[str, Any], model: type[BaseModel], file: str, prefix: 
     """Strip `--`, keep our keys, warn about SimpleTuner-only ones, reject the rest with a suggestion."""
     issues: list[Issue] = []
     clean: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
     fields = model.model_fields
     for raw, value in data.items():
         key = raw[2:] if isinstance(raw, str) and raw.startswith("--") else str(raw)
@@ -114,9 +118,11 @@ def _sort_keys(data: dict[str, Any], model: type[BaseModel], file: str, prefix: 
             new = renamed[key]
             issues.append(Issue("warning", file, where, f"old SimpleTuner name; rename it to {new!r}"))
             key, where = new, f"{prefix}{new}"
-        if key in clean:
-            issues.append(Issue("error", file, where, f"given twice (as {raw!r} and without/with '--'); keep one"))
-            continue
+        if key in spelled:
+            # As on SimpleTuner's command line, the later one wins.
+            issues.append(Issue("warning", file, where, f"given twice, as {spelled[key]!r} and {raw!r}; the later "
+                                f"value {value!r} is used; keep one"))
+        spelled[key] = raw
         if key in fields:
             clean[key] = _none_string(fields[key].annotation, value)
         elif dataset_level is not None and key in dataset_level:
@@ -265,34 +271,54 @@ def parse_datasets(data: list, file: str = "multidatabackend.json") -> tuple[lis
 
 
 def parse_prompts(data: Any, file: str = "user_prompt_library.json") -> tuple[dict[str, str] | None, list[Issue]]:
-    """Validate a prompt library: nicknames become file names, so they must be safe ones."""
+    """Validate a prompt library; a nickname unsafe as a file name (SimpleTuner's `anime_<token>`) is
+    kept and warned about, and its files get a safe name (nickname_file_name)."""
     if not isinstance(data, dict):
         return None, [Issue("error", file, FILE_KEY, "expected a JSON object {\"nickname\": \"prompt\"}")]
     issues = []
+    names: dict[str, str] = {}
     for nick, prompt in data.items():
-        problem = _bad_nickname(nick)
-        if problem:
-            issues.append(Issue("error", file, nick, f"nickname {problem}; it names the validation files, "
-                                "so use letters, digits, spaces, '-', '_' or '.'"))
         if not isinstance(prompt, str) or not prompt.strip():
             issues.append(Issue("error", file, nick, f"got {prompt!r}; expected a non-empty prompt text"))
+        elif TOKEN in prompt:
+            issues.append(Issue("warning", file, nick, f"the prompt still contains {TOKEN}: replace it with your "
+                                "subject's name (or its trigger word)"))
+        if not nick.strip():
+            issues.append(Issue("error", file, repr(nick), "nickname is empty; it names the validation files"))
+            continue
+        safe = nickname_file_name(nick)
+        problem = _bad_nickname(nick)
+        if problem:
+            token = f"still contains {TOKEN}: replace it with your subject; " if TOKEN in nick else ""
+            issues.append(Issue("warning", file, nick, f"nickname {token}{problem}, so its validation files are "
+                                f"named {safe!r}"))
+        if safe in names:
+            issues.append(Issue("error", file, nick, f"nickname names the same files ({safe!r}) as "
+                                f"{names[safe]!r}; rename one"))
+        names.setdefault(safe, nick)
     if any(i.level == "error" for i in issues):
         return None, issues
     return dict(data), issues
 
 
+TOKEN = "<token>"
+
+
+def nickname_file_name(nickname: str) -> str:
+    """The file-name stem a prompt nickname's validation samples are saved under."""
+    stem = re.sub(r"_*[^A-Za-z0-9_.-]+_*", "_", nickname).strip("_")
+    return stem if stem.strip(".") else "prompt"
+
+
 def _bad_nickname(nick: str) -> str | None:
-    """Why a nickname cannot be a file name on Linux, macOS and Windows, or None if it can."""
-    if not nick.strip():
-        return "is empty"
+    """Why a nickname cannot be a file name on Linux, macOS and Windows as written, or None if it can."""
     if nick != nick.strip():
         return "starts or ends with a space"
     if nick in (".", ".."):
         return f"{nick!r} is not a file name"
     bad = sorted({c for c in nick if c in '/\\:*?"<>|' or ord(c) < 32})
     if bad:
-        return f"contains {' '.join(repr(c) for c in bad)}" + (
-            " (replace <token> with the subject's name)" if "<" in bad else "")
+        return f"contains {' '.join(repr(c) for c in bad)}"
     if len(nick) > 100:
         return "is longer than 100 characters"
     return None

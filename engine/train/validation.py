@@ -3,7 +3,6 @@ frames every `validation_preview_steps` sampling steps. Runs on the main process
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from tuner.engine.config.io import nickname_file_name
 from tuner.engine.data.video import frame_strip, write_video
 from tuner.engine.events import EventWriter
 from tuner.engine.train.metrics import Samples
@@ -33,12 +33,8 @@ def validation_prompts(cfg: TrainConfig, library: dict[str, str]) -> list[Valida
     prompts = []
     if cfg.validation_prompt:
         prompts.append(ValidationPrompt(MAIN_NICKNAME, cfg.validation_prompt))
-    prompts += [ValidationPrompt(_safe(nick), text) for nick, text in library.items()]
+    prompts += [ValidationPrompt(nickname_file_name(nick), text) for nick, text in library.items()]
     return prompts
-
-
-def _safe(nickname: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nickname).strip("_") or "prompt"
 
 
 def all_prompt_texts(cfg: TrainConfig, library: dict[str, str]) -> list[str]:
