@@ -197,3 +197,29 @@ async def test_a_simpletuner_config_opens_keeps_its_settings_and_writes_back_cle
         assert getattr(written, key) == getattr(original, key), key
     assert written.output_dir == str(tmp_path / "st" / "output" / "models")
     assert not [i for i in check_bundle(tmp_path / "edited") if i.level == "error"]
+
+
+async def test_review_says_when_the_folder_cannot_be_written_and_the_app_lives_on(tmp_path, monkeypatch):
+    # /proc/x used to end the app with FileNotFoundError, losing everything typed.
+    fixture = Path(__file__).parent / "configs" / "simpletuner-sd3"
+    shutil.copytree(fixture, tmp_path / "st")
+    make_dataset(tmp_path / "st" / "datasets" / "dog", count=4, size=512)
+    monkeypatch.chdir(tmp_path / "st")
+    app = TunerApp(hardware=describe(24, 1))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.open_wizard(str(tmp_path / "st" / "config"))
+        await settle(pilot)
+        for step in (ModelStep, PresetStep, DatasetStep, ValidationStep, TrainingStep, ReviewStep):
+            await next_step(pilot, step)
+        review = app.screen
+        review.query_one("#target", Input).value = "/proc/x"
+        await pilot.press("ctrl+w")
+        await settle(pilot)
+        assert app.is_running and app.screen is review
+        assert "cannot write the config to /proc/x" in str(review.query_one("#step-problems").render())
+        review.query_one("#target", Input).value = str(tmp_path / "good")
+        await pilot.press("ctrl+w")
+        await settle(pilot)
+    assert (tmp_path / "good" / "config.json").is_file()
+

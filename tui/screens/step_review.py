@@ -99,7 +99,11 @@ class ReviewStep(StepScreen):
             return None
         target = Path(self.query_one("#target", Input).value.strip() or ".").expanduser().absolute()
         clash = [n for n in FILE_NAMES if (target / n).exists()]
-        write_job_files(job_files(self.bundle, target), target)
+        try:
+            write_job_files(job_files(self.bundle, target), target)
+        except OSError as e:  # a folder that cannot be made or written (/proc/x, no permission, disk full)
+            self.show_problems([f"cannot write the config to {target}: {e.strerror or e}; choose another folder"])
+            return None
         self.state.config_folder = str(target)
         self.notify(f"wrote {', '.join(FILE_NAMES)} to {target}" + (f" (replaced the previous {', '.join(clash)})" if clash else ""))
         self.show_problems([])
