@@ -18,9 +18,11 @@ alpha/dim, where LyCORIS uses 1.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +205,27 @@ def add_lokr(model: nn.Module, config: dict[str, Any], dtype: torch.dtype = torc
 
 def _lokr_modules(model: nn.Module) -> dict[str, LoKrLinear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, LoKrLinear)}
+
+
+@contextlib.contextmanager
+def adapters_off(model: nn.Module) -> Iterator[nn.Module]:
+    """The frozen base model's own behaviour for a while: LoRA layers bypassed, LoKr deltas scaled to 0."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    lokr = list(_lokr_modules(model).values())
+    multipliers = [m.multiplier for m in lokr]
+    lora = [m for m in model.modules() if isinstance(m, BaseTunerLayer) and not m.disable_adapters]
+    for m in lokr:
+        m.multiplier = 0.0
+    for m in lora:
+        m.enable_adapters(False)
+    try:
+        yield model
+    finally:
+        for m, multiplier in zip(lokr, multipliers):
+            m.multiplier = multiplier
+        for m in lora:
+            m.enable_adapters(True)
 
 
 def lokr_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

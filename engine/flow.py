@@ -54,6 +54,6 @@ def target(latents: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return noise - latents
 
 
-def loss(prediction: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Mean squared error against the velocity, computed in fp32."""
-    return torch.nn.functional.mse_loss(prediction.float(), target(latents, noise).float())
+def loss(prediction: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    """Mean squared error against the target (the velocity, or a prior's prediction), computed in fp32."""
+    return torch.nn.functional.mse_loss(prediction.float(), goal.float())

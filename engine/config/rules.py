@@ -292,8 +292,6 @@ NOT_ACTING_YET = {
     "num_validation_images": "not supported yet: one sample is made per prompt and size; remove the key",
 }
 DATASET_NOT_ACTING_YET = {
-    "is_regularisation_data": "regularisation (prior preservation) is not supported yet, so these images are "
-                              "trained like the others; set disabled: true to leave them out",
     "write_batch_size": "ignored: each cache entry is written as its own file",
     "vae_cache_clear_each_epoch": "not supported yet: random crops are fixed per image and the cache is kept",
 }
@@ -315,6 +313,10 @@ def settings_not_acting_yet(ctx: Context) -> Iterator[Issue]:
         yield ctx.config("warning", "attention_mechanism",
                          f"{cfg.attention_mechanism} is not supported yet; PyTorch's SDPA (diffusers) is used")
     for ds in ctx.bundle.datasets:
+        if ds.is_regularisation_data and cfg.model_type == "full" and not ds.disabled:
+            yield ctx.dataset("warning", ds, "is_regularisation_data",
+                              "full-rank training has no frozen base to preserve, so these images train like the "
+                              "others; train an adapter (model_type: lora) for prior preservation")
         for key, why in DATASET_NOT_ACTING_YET.items():
             if key in ds.model_fields_set and getattr(ds, key) != type(ds).model_fields[key].default:
                 yield ctx.dataset("warning", ds, key, why)

@@ -168,6 +168,8 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     try:  # the sinks are closed however the run ends
         events.emit("status", phase="training", message=f"step {step} of {total_steps}")
         dropout = float(cfg.caption_dropout_probability or 0.0)
+        # Regularisation images keep an adapter close to its base (full-rank has no base to ask).
+        prior_preservation = cfg.model_type == "lora"
         while step < total_steps:
             step_loss = torch.zeros((), device=accelerator.device)
             for micro in range(accum):
@@ -185,8 +187,12 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
                 noisy = flow.noisy_latents(latents, noise, sigmas)
                 sync = micro == accum - 1
                 with accelerator.autocast(), (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
+                    goal = flow.target(latents, noise)
+                    if prior_preservation and batch.is_regularisation.any():
+                        goal = trainable.prior_target(raw_model, family, noisy, sigmas, text, goal,
+                                                      batch.is_regularisation.to(accelerator.device))
                     prediction = family.predict(model, noisy, sigmas, text)
-                    loss = flow.loss(prediction, latents, noise)
+                    loss = flow.loss(prediction, goal)
                     inputs = LossInputs(latents, noise, sigmas, prediction, text)
                     for term in loss_terms:
                         loss = loss + term.loss(inputs)

@@ -47,3 +47,13 @@ def export(model: torch.nn.Module, cfg: TrainConfig, family: ModelFamily, folder
     else:
         adapters.export_lora(model, family.pipeline_class, folder)
     return folder
+
+
+def prior_target(model: torch.nn.Module, family: ModelFamily, noisy: torch.Tensor, sigmas: torch.Tensor,
+                 text: dict[str, torch.Tensor], target: torch.Tensor, regularisation: torch.Tensor) -> torch.Tensor:
+    """Prior preservation for adapters: on regularisation samples the target is the frozen base
+    model's own prediction (adapters off), so the adapter learns to leave those images alone."""
+    with torch.no_grad(), adapters.adapters_off(model):
+        base = family.predict(model, noisy, sigmas, text)
+    mask = regularisation.view(-1, *([1] * (target.ndim - 1)))
+    return torch.where(mask, base.to(target.dtype), target)
