@@ -60,3 +60,33 @@ def test_scan_of_a_bad_aspect_bucket_names_it(tmp_path):
     report = scan_folder({"instance_data_dir": str(folder), "caption_strategy": "textfile", "crop": True,
                           "crop_aspect": "closest", "crop_aspect_buckets": [1.0, -2]}, CONFIG)
     assert len(report.errors) == 1 and "crop_aspect_buckets entry -2" in report.errors[0]
+
+
+def test_taking_a_preset_keeps_a_typed_model_folder_and_switching_drops_the_first_presets_keys(tmp_path):
+    from tuner.presets import load_preset
+    from tuner.tui.wizard_state import WizardState
+
+    state = WizardState(hardware=None)
+    state.config.update(model_family="sd3", pretrained_model_name_or_path=str(tmp_path / "my-sd3"))
+    state.take_preset(load_preset("sd35-large-12gb-lora-nf4"))
+    assert state.config["pretrained_model_name_or_path"] == str(tmp_path / "my-sd3")
+    assert state.config["base_model_precision"] == "nf4-bnb"
+    assert state.config["quantize_via"] == "cpu"
+    state.take_preset(load_preset("sd35-medium-24gb-lora"))
+    assert "quantize_via" not in load_preset("sd35-medium-24gb-lora").config
+    assert "quantize_via" not in state.config   # the 12 GB preset's key went with it
+    assert state.config["base_model_precision"] == "no_change"
+    assert state.config["pretrained_model_name_or_path"] == str(tmp_path / "my-sd3")
+
+
+def test_a_published_model_follows_the_preset_and_an_edited_key_survives_a_switch():
+    from tuner.presets import load_preset
+    from tuner.tui.wizard_state import WizardState
+
+    state = WizardState(hardware=None)
+    state.config.update(model_family="sd3", pretrained_model_name_or_path="stabilityai/stable-diffusion-3.5-large")
+    state.take_preset(load_preset("sd35-large-12gb-lora-nf4"))
+    state.config["quantize_via"] = "accelerator"   # the user's own edit after taking it
+    state.take_preset(load_preset("sd35-medium-24gb-lora"))
+    assert state.config["pretrained_model_name_or_path"] == "stabilityai/stable-diffusion-3.5-medium"
+    assert state.config["quantize_via"] == "accelerator"

@@ -50,6 +50,8 @@ class WizardState:
     datasets: list[dict[str, Any]] = field(default_factory=lambda: [new_dataset()])
     prompts: dict[str, str] = field(default_factory=dict)
     preset: str | None = None
+    preset_keys: dict[str, Any] = field(default_factory=dict)   # what the taken preset set, to undo on a switch
+    preset_dataset_keys: dict[str, Any] = field(default_factory=dict)
     planned: bool = False
     config_folder: str = ""
     detected: dict[str, Any] | None = None   # the probe's result, kept while a planned machine is shown
@@ -61,6 +63,27 @@ class WizardState:
     @property
     def family(self) -> str:
         return self.config.get("model_family", "sana")
+
+    def take_preset(self, preset: Any) -> None:
+        """Lay a preset over the config: the previous preset's keys go first (unless the user changed
+        them since), and a model the user chose (a local folder, an id no card publishes) stays."""
+        from tuner.presets import apply_preset
+
+        for key, value in self.preset_keys.items():
+            if self.config.get(key) == value:
+                self.config.pop(key)
+        for ds in self.pixel_datasets():
+            for key, value in self.preset_dataset_keys.items():
+                if ds.get(key) == value:
+                    ds.pop(key)
+        model = self.config.get("pretrained_model_name_or_path")
+        published = {size.model_id for card in families.cards() for size in card.sizes}
+        config, datasets = apply_preset(preset, self.config, self.datasets)
+        if model and model not in published:
+            config["pretrained_model_name_or_path"] = model
+        self.preset_keys = {k: v for k, v in preset.config.items() if config.get(k) == v}
+        self.preset_dataset_keys = {k: v for k, v in preset.dataset.items() if k != "video"}
+        self.config, self.datasets, self.preset = config, datasets, preset.name
 
     def set_training(self, kind: str) -> None:
         """Set the config keys for a training type, dropping adapter keys a full fine-tune ignores."""

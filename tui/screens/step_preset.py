@@ -5,7 +5,7 @@ from textual.app import ComposeResult
 from textual.widgets import OptionList, Static
 
 from tuner.engine import families
-from tuner.presets import NO_FIT, apply_preset
+from tuner.presets import NO_FIT
 from tuner.tui.screens.step import StepScreen
 from tuner.tui.widgets.preset_picker import PresetPicker
 from tuner.tui.wizard_state import training_type
@@ -41,11 +41,11 @@ class PresetStep(StepScreen):
         if preset.name != self.state.preset:
             # Applied once per choice, so coming back here does not undo later steps' edits.
             kind = training_type(self.state.config)
-            config, datasets = apply_preset(preset, self.state.config, self.state.datasets)
-            self.state.config, self.state.datasets, self.state.preset = config, datasets, preset.name
-            self.state.set_training(training_type(config))
-            if training_type(config) != kind:
-                self.notify(f"{preset.name} trains {training_type(config)}, not {kind}: the training type follows "
+            self.state.take_preset(preset)
+            now = training_type(self.state.config)
+            self.state.set_training(now)
+            if now != kind:
+                self.notify(f"{preset.name} trains {now}, not {kind}: the training type follows "
                             "the preset", title="Training type changed")
         if fit == NO_FIT:
             self.notify(f"{preset.name} does not fit this hardware; the run may run out of memory",
