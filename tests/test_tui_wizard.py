@@ -223,3 +223,26 @@ async def test_review_says_when_the_folder_cannot_be_written_and_the_app_lives_o
         await settle(pilot)
     assert (tmp_path / "good" / "config.json").is_file()
 
+
+
+async def test_writing_back_into_an_opened_folder_keeps_the_users_files_once(tmp_path, monkeypatch):
+    fixture = Path(__file__).parent / "configs" / "simpletuner-sd3"
+    shutil.copytree(fixture, tmp_path / "st")
+    make_dataset(tmp_path / "st" / "datasets" / "dog", count=4, size=512)
+    monkeypatch.chdir(tmp_path / "st")
+    folder = tmp_path / "st" / "config"
+    original = (folder / "config.json").read_bytes()
+    app = TunerApp(hardware=describe(24, 1))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.open_wizard(str(folder))
+        await settle(pilot)
+        for step in (ModelStep, PresetStep, DatasetStep, ValidationStep, TrainingStep, ReviewStep):
+            await next_step(pilot, step)
+        assert app.screen.query_one("#target", Input).value == str(folder)
+        for _ in range(2):   # a second write must not replace the backup with the first write's output
+            await pilot.press("ctrl+w")
+            await settle(pilot)
+    assert (folder / "config.json.orig").read_bytes() == original
+    assert b'"--model_family"' in original and (folder / "multidatabackend.json.orig").is_file()
+    assert load_bundle(folder).train.model_family == "sd3"

@@ -1,6 +1,7 @@
 """Wizard step 7: the values entered, the engine's verdict on them, then the job files written and submitted."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from rich.syntax import Syntax
@@ -19,6 +20,18 @@ from tuner.tui.screens.step import StepScreen
 from tuner.tui.widgets.path_input import PathInput
 from tuner.engine.config import job_files, write_job_files
 from tuner.tui.wizard_state import FILE_NAMES
+
+
+def keep_originals(folder: Path, names: list[str]) -> list[Path]:
+    """Copy each file about to be replaced to NAME.orig, the first time only, so the user's own files
+    (SimpleTuner's `--` keys and all) are never lost; returns the copies made now."""
+    kept = []
+    for name in names:
+        backup = folder / f"{name}.orig"
+        if not backup.exists():
+            shutil.copy2(folder / name, backup)
+            kept.append(backup)
+    return kept
 
 
 class ReviewStep(StepScreen):
@@ -100,12 +113,15 @@ class ReviewStep(StepScreen):
         target = Path(self.query_one("#target", Input).value.strip() or ".").expanduser().absolute()
         clash = [n for n in FILE_NAMES if (target / n).exists()]
         try:
+            kept = keep_originals(target, clash)
             write_job_files(job_files(self.bundle, target), target)
         except OSError as e:  # a folder that cannot be made or written (/proc/x, no permission, disk full)
             self.show_problems([f"cannot write the config to {target}: {e.strerror or e}; choose another folder"])
             return None
         self.state.config_folder = str(target)
-        self.notify(f"wrote {', '.join(FILE_NAMES)} to {target}" + (f" (replaced the previous {', '.join(clash)})" if clash else ""))
+        self.notify(f"wrote {', '.join(FILE_NAMES)} to {target}"
+                    + (f"; your originals are kept as {', '.join(p.name for p in kept)}" if kept else "")
+                    + (f" (replaced {', '.join(clash)})" if clash else ""))
         self.show_problems([])
         return target
 
