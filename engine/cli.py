@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from tuner.engine import families
+
 # subcommand → (module, function); the function takes the parsed args and returns an exit code.
 COMMANDS = {
     "check": ("tuner.engine.config.check", "command"),
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain", action="store_true", help="print log lines instead of the live display")
 
     p = sub.add_parser("tiny", help="build a tiny model of a family from config (for tests and demos)")
-    p.add_argument("family", choices=["sana", "sd3", "sanavideo"], help="model family")
+    p.add_argument("family", choices=[c.name for c in families.cards() if c.tiny], help="model family")
     p.add_argument("out", help="folder to write the diffusers-format model to")
     return parser
 

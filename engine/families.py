@@ -63,6 +63,7 @@ class FamilyCard:
     sageattention: bool = True     # whether SageAttention supports the family's head size
     vae_must_match_base: bool = False  # the base model's own VAE only (its latents are what it learned)
     note: str = ""                 # one line for the wizard's model step
+    tiny: str | None = None        # "module:function" building a tiny model of it (`tuner tiny`, tests, demo)
     flavours: dict[str, str] = field(default_factory=dict)   # other published ids by label
 
     @property
@@ -92,8 +93,16 @@ class FamilyCard:
 
     def engine_class(self) -> type:
         """The engine class for this family (imports torch: only the engine calls it)."""
-        module, _, name = self.engine.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return _load(self.engine)
+
+    def tiny_builder(self) -> Any:
+        """The function that builds a tiny model of this family (imports torch), or None."""
+        return _load(self.tiny) if self.tiny else None
+
+
+def _load(target: str) -> Any:
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 _CARDS: dict[str, FamilyCard] = {}
@@ -139,6 +148,7 @@ register(FamilyCard(
     pixel_alignment=32, training_types=("full", "lokr"), adapter_targets=ATTENTION_TARGETS,
     text_max_length=300, sageattention=False,
     note="Sana trains full or as a LyCORIS LoKr adapter (plain LoRA is not supported).",
+    tiny="tuner.engine.tiny.sana:build_tiny_sana",
     flavours={"Sana 1.6B 1024px": "Efficient-Large-Model/Sana_1600M_1024px_BF16_diffusers"},
 ))
 register(FamilyCard(
@@ -151,6 +161,7 @@ register(FamilyCard(
     adapter_targets=ATTENTION_TARGETS,
     text_max_length=300, fixed_schedule=True, sageattention=False, vae_must_match_base=True,
     note="Sana Video trains full-rank, or an adapter (LoKr, LoRA) on a quantised base for 16 GB cards.",
+    tiny="tuner.engine.tiny.sanavideo:build_tiny_sanavideo",
 ))
 register(FamilyCard(
     name="sd3", label="SD3 / 3.5", engine="tuner.engine.models.sd3:SD3Family", media="image",
@@ -166,4 +177,5 @@ register(FamilyCard(
     pixel_alignment=16, training_types=("lora", "lokr", "full"),
     adapter_targets=ATTENTION_TARGETS + ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"),
     text_max_length=154, note="SD3 / 3.5 trains LoRA or LoKr adapters (or full-rank, for the largest cards).",
+    tiny="tuner.engine.tiny.sd3:build_tiny_sd3",
 ))
