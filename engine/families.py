@@ -7,7 +7,7 @@ ModelFamily protocol (engine/models/base.py) that the card names.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 # Training types the wizard offers, as the config keys each one sets.
@@ -64,7 +64,6 @@ class FamilyCard:
     vae_must_match_base: bool = False  # the base model's own VAE only (its latents are what it learned)
     note: str = ""                 # one line for the wizard's model step
     tiny: str | None = None        # "module:function" building a tiny model of it (`tuner tiny`, tests, demo)
-    flavours: dict[str, str] = field(default_factory=dict)   # other published ids by label
 
     @property
     def default_model(self) -> str:
@@ -149,7 +148,6 @@ register(FamilyCard(
     text_max_length=300, sageattention=False,
     note="Sana trains full or as a LyCORIS LoKr adapter (plain LoRA is not supported).",
     tiny="tuner.engine.tiny.sana:build_tiny_sana",
-    flavours={"Sana 1.6B 1024px": "Efficient-Large-Model/Sana_1600M_1024px_BF16_diffusers"},
 ))
 register(FamilyCard(
     name="sanavideo", label="Sana Video", engine="tuner.engine.models.sanavideo:SanaVideoFamily", media="video",

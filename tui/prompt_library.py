@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from tuner.engine.config import parse_prompts
-
-TOKEN = "<token>"
+from tuner.engine.config.io import TOKEN
 
 # Fifteen portrait and photo prompts in SimpleTuner's spirit: varied framing, light, setting and
 # medium, so a validation grid shows whether the subject holds up beyond the training images.

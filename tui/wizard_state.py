@@ -16,6 +16,7 @@ from tuner.engine.config import ConfigBundle, Issue, check_data, job_files, load
 from tuner.engine.config.jobfiles import FILE_NAMES
 from tuner.engine.families import TRAINING_KEYS, TRAINING_LABELS
 from tuner.engine.jobdir import CONFIG, DATABACKEND
+from tuner.presets import apply_preset
 
 TEXT_EMBEDS_ID = "text-embeds"
 
@@ -67,8 +68,6 @@ class WizardState:
     def take_preset(self, preset: Any) -> None:
         """Lay a preset over the config: the previous preset's keys go first (unless the user changed
         them since), and a model the user chose (a local folder, an id no card publishes) stays."""
-        from tuner.presets import apply_preset
-
         for key, value in self.preset_keys.items():
             if self.config.get(key) == value:
                 self.config.pop(key)

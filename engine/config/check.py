@@ -6,17 +6,9 @@ import dataclasses
 import json
 from typing import Any
 
-from tuner.engine.config.io import check_bundle
+from tuner.engine.config.io import load_bundle
+from tuner.engine.config.issues import ConfigError
 from tuner.engine.hardware import probe
-
-
-def _data_issues(path: str, hardware: dict) -> list:
-    """The datasets as training would scan them (imports the engine's data pipeline, never a model)."""
-    from tuner.engine.config.io import load_bundle
-    from tuner.engine.data.preflight import data_issues
-
-    processes = max(1, len(hardware.get("gpus") or []))
-    return data_issues(load_bundle(path, hardware=hardware), processes=processes)
 
 
 def command(args: Any) -> int:
@@ -24,9 +16,17 @@ def command(args: Any) -> int:
     # The GPU-dependent rules (fp8 needs compute capability 8.9, bf16 needs 8.0) judge the
     # machine the check runs on: the one that will train, in the usual case.
     hardware = probe()
-    issues = check_bundle(args.path, hardware=hardware)
-    if not args.no_data and not any(i.level == "error" for i in issues):
-        issues += _data_issues(args.path, hardware)
+    try:
+        bundle = load_bundle(args.path, hardware=hardware)
+    except ConfigError as e:
+        issues = e.issues
+    else:
+        issues = list(bundle.warnings)
+        if not args.no_data:
+            # The datasets as training would scan them (the engine's data pipeline, never a model).
+            from tuner.engine.data.preflight import data_issues
+
+            issues += data_issues(bundle, processes=max(1, len(hardware.get("gpus") or [])))
     errors = [i for i in issues if i.level == "error"]
     warnings = [i for i in issues if i.level == "warning"]
     if getattr(args, "json", False):
