@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tuner.engine.config import ConfigError, Issue, check_bundle, load_bundle
+from tuner.engine.config.prompt_library import validation_library
 
 GOOD_CONFIG = {
     "--model_family": "sd3",
@@ -217,7 +218,6 @@ def test_sana_video_warns_about_shift_and_vae(tmp_path: Path) -> None:
     ("push_to_hub", True, "nothing is pushed"),
     ("compress_disk_cache", True, "uncompressed safetensors"),
     ("noise_offset", 0.1, "no offset noise is added"),
-    ("validation_prompt_library", True, "no built-in prompt library"),
 ])
 def test_a_setting_that_cannot_act_yet_is_said_not_dropped(tmp_path: Path, key, value, says) -> None:
     folder = write_folder(tmp_path, {**GOOD_CONFIG, key: value}, GOOD_DATASETS, GOOD_PROMPTS)
@@ -225,10 +225,25 @@ def test_a_setting_that_cannot_act_yet_is_said_not_dropped(tmp_path: Path, key, 
     assert len(warnings) == 1 and says in warnings[0].message
 
 
-def test_the_prompt_library_switch_no_longer_hides_the_missing_prompt(tmp_path: Path) -> None:
+def test_the_built_in_prompt_library_is_about_the_datasets_subject(tmp_path: Path) -> None:
+    config = {k: v for k, v in GOOD_CONFIG.items() if k != "--validation_prompt"}
+    datasets = [{**GOOD_DATASETS[0], "caption_strategy": "instanceprompt", "instance_prompt": "sks dog"},
+                GOOD_DATASETS[1]]
+    folder = write_folder(tmp_path, {**config, "validation_prompt_library": True}, datasets, {"mine": "my prompt"})
+    bundle = load_bundle(folder, base_dir=tmp_path)
+    library = validation_library(bundle)
+    assert library["mine"] == "my prompt" and len(library) == 16
+    assert library["studio_portrait"].startswith("a studio portrait of sks dog,")
+    # With prompts to sample, there is nothing to warn about.
+    assert not [i for i in check_bundle(folder, base_dir=tmp_path) if i.key.startswith("validation_prompt")]
+
+
+def test_the_built_in_prompt_library_without_a_subject_says_what_it_shows(tmp_path: Path) -> None:
     config = {k: v for k, v in GOOD_CONFIG.items() if k != "--validation_prompt"}
     folder = write_folder(tmp_path, {**config, "validation_prompt_library": True}, GOOD_DATASETS, None)
-    assert any(i.key == "validation_prompt" for i in check_bundle(folder, base_dir=tmp_path))
+    [warning] = [i for i in check_bundle(folder, base_dir=tmp_path) if i.key.startswith("validation_prompt")]
+    assert warning.key == "validation_prompt_library" and "set instance_prompt on a dataset" in warning.message
+    assert validation_library(load_bundle(folder, base_dir=tmp_path))["headshot"].startswith("a close-up headshot of a person,")
 
 
 def test_a_lycoris_algorithm_tuner_cannot_train_is_refused_by_check(tmp_path: Path) -> None:
@@ -257,7 +272,7 @@ def test_simpletuner_quickstart_nicknames_load_with_a_warning(tmp_path: Path) ->
     bundle = load_bundle(folder, base_dir=tmp_path)
     assert bundle.prompts == prompts
     warned = {i.key: i.message for i in bundle.warnings if i.file.endswith("user_prompt_library.json")}
-    assert "still contains <token>: replace it with your subject" in warned["anime_<token>"]
+    assert "nickname and prompt still contain <token>: replace it with your subject" in warned["anime_<token>"]
     assert "named 'anime_token'" in warned["anime_<token>"]
     assert list(warned) == ["anime_<token>"]
 

@@ -1,32 +1,10 @@
-"""The portrait prompt template the validation step offers, and the `nickname = prompt` text format."""
+"""The `nickname = prompt` text format of the validation step's prompt library (the template is the engine's)."""
 from __future__ import annotations
 
 from tuner.engine.config import parse_prompts
-from tuner.engine.config.io import TOKEN
+from tuner.engine.config.prompt_library import PORTRAIT_TEMPLATE, portrait_prompts
 
-# Fifteen portrait and photo prompts in SimpleTuner's spirit: varied framing, light, setting and
-# medium, so a validation grid shows whether the subject holds up beyond the training images.
-PORTRAIT_TEMPLATE: dict[str, str] = {
-    "studio_portrait": "a studio portrait of <token>, soft key light, neutral grey backdrop, 85mm lens",
-    "headshot": "a close-up headshot of <token>, shallow depth of field, natural skin texture",
-    "golden_hour": "a photo of <token> outdoors at golden hour, warm backlight, lens flare",
-    "street": "a candid street photo of <token> walking through a busy city at dusk",
-    "black_white": "a black and white portrait of <token>, high contrast, film grain",
-    "profile": "a side profile portrait of <token> against a dark background, rim light",
-    "cafe": "a photo of <token> sitting in a cosy cafe by the window, morning light",
-    "full_body": "a full body photo of <token> standing in a field of tall grass, overcast sky",
-    "rain": "a cinematic photo of <token> in the rain at night, neon reflections on wet pavement",
-    "beach": "a photo of <token> on a beach at sunset, wind in the hair, wide angle",
-    "oil_painting": "an oil painting portrait of <token> in the style of a renaissance master",
-    "watercolour": "a watercolour illustration of <token>, loose brush strokes, white paper",
-    "snow": "a photo of <token> in a snowy forest wearing a wool coat, soft falling snow",
-    "office": "a professional corporate headshot of <token> in a modern office, smiling",
-    "polaroid": "a faded polaroid photo of <token> at a summer party, flash photography",
-}
-
-def portrait_prompts(subject: str) -> dict[str, str]:
-    """The template with `<token>` replaced by the subject (e.g. 'sks woman')."""
-    return {nick: text.replace(TOKEN, subject.strip()) for nick, text in PORTRAIT_TEMPLATE.items()}
+__all__ = ["PORTRAIT_TEMPLATE", "portrait_prompts", "to_text", "from_text"]
 
 
 def to_text(prompts: dict[str, str]) -> str:

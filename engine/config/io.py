@@ -19,6 +19,7 @@ from tuner.engine.config.bundle import ConfigBundle, resolve_path
 from tuner.engine.config.issues import FILE_KEY, ConfigError, Issue, display
 from tuner.engine.config.models import DatasetConfig, TrainConfig, VideoConfig, field_choices
 from tuner.engine.config.names import SIMPLETUNER_DATASET_KEYS, SIMPLETUNER_OPTIONS, SIMPLETUNER_VIDEO_KEYS
+from tuner.engine.config.prompt_library import TOKEN
 from tuner.engine.config.rules import run_rules
 
 CONFIG_NAMES = ("config.json", "config.toml")
@@ -35,6 +36,11 @@ DATASET_LEVEL_KEYS = {
 RENAMED = {
     "checkpointing_steps": "checkpoint_step_interval",
     "validation_steps": "validation_step_interval",
+    # SimpleTuner's flow-matching options were called flux_* before they applied to every family;
+    # its SD3 quickstart's skip-layer-guidance block still uses those names.
+    "flux_schedule_shift": "flow_schedule_shift",
+    "flux_schedule_auto_shift": "flow_schedule_auto_shift",
+    "flux_use_uniform_schedule": "flow_use_uniform_schedule",
 }
 DATASET_RENAMED = {"disable": "disabled", "is_regularization_data": "is_regularisation_data"}
 # What to do when a key's value is out of range, beyond "must be at least N".
@@ -278,20 +284,23 @@ def parse_prompts(data: Any, file: str = "user_prompt_library.json") -> tuple[di
     issues = []
     names: dict[str, str] = {}
     for nick, prompt in data.items():
+        text_has_token = isinstance(prompt, str) and TOKEN in prompt
         if not isinstance(prompt, str) or not prompt.strip():
             issues.append(Issue("error", file, nick, f"got {prompt!r}; expected a non-empty prompt text"))
-        elif TOKEN in prompt:
-            issues.append(Issue("warning", file, nick, f"the prompt still contains {TOKEN}: replace it with your "
-                                "subject's name (or its trigger word)"))
         if not nick.strip():
             issues.append(Issue("error", file, repr(nick), "nickname is empty; it names the validation files"))
             continue
         safe = nickname_file_name(nick)
         problem = _bad_nickname(nick)
+        # One line per entry, however many of its parts still hold the quickstarts' placeholder.
+        holders = " and ".join(part for part, has in (("nickname", TOKEN in nick), ("prompt", text_has_token)) if has)
+        token = (f"{holders} still contain{'s' if ' and ' not in holders else ''} {TOKEN}: replace it with your "
+                 "subject's name (or its trigger word)") if holders else ""
         if problem:
-            token = f"still contains {TOKEN}: replace it with your subject; " if TOKEN in nick else ""
-            issues.append(Issue("warning", file, nick, f"nickname {token}{problem}, so its validation files are "
-                                f"named {safe!r}"))
+            issues.append(Issue("warning", file, nick, (f"{token}; " if token else "") + f"the nickname {problem}, "
+                                f"so its validation files are named {safe!r}"))
+        elif token:
+            issues.append(Issue("warning", file, nick, token))
         if safe in names:
             issues.append(Issue("error", file, nick, f"nickname names the same files ({safe!r}) as "
                                 f"{names[safe]!r}; rename one"))
@@ -301,7 +310,6 @@ def parse_prompts(data: Any, file: str = "user_prompt_library.json") -> tuple[di
     return dict(data), issues
 
 
-TOKEN = "<token>"
 
 
 def nickname_file_name(nickname: str) -> str:

@@ -16,6 +16,7 @@ from tuner.engine.config.bundle import ConfigBundle
 from tuner.engine.config.issues import Issue, display
 from tuner.engine.config.lycoris import lycoris_problems
 from tuner.engine.config.models import QUANTISED_PRECISIONS, DatasetConfig
+from tuner.engine.config.prompt_library import FALLBACK_SUBJECT, library_subject, validation_library
 
 PRECISION_KEYS = ("base_model_precision", "text_encoder_1_precision", "text_encoder_2_precision",
                   "text_encoder_3_precision")
@@ -285,8 +286,6 @@ NOT_ACTING_YET = {
                    "`huggingface-cli upload REPO OUTPUT_DIR/pipeline`",
     "hub_model_id": "ignored: uploading is not supported yet",
     "compress_disk_cache": "ignored: the caches are written as uncompressed safetensors",
-    "validation_prompt_library": "ignored: tuner has no built-in prompt library; give a user_prompt_library "
-                                 "(tuner-tui's Ctrl+L writes 15 portrait prompts for your subject)",
     "noise_offset": "not supported yet, no offset noise is added; remove the key",
     "validation_guidance_rescale": "not supported yet, guidance is not rescaled; remove the key",
     "num_validation_images": "not supported yet: one sample is made per prompt and size; remove the key",
@@ -355,10 +354,19 @@ def video_frames_only_for_video(ctx: Context) -> Iterator[Issue]:
 @rule
 def validation_has_prompts(ctx: Context) -> Iterator[Issue]:
     cfg = ctx.bundle.train
-    if not cfg.validation_disable and not cfg.validation_prompt and not ctx.bundle.prompts:
+    if not cfg.validation_disable and not cfg.validation_prompt and not validation_library(ctx.bundle):
         yield ctx.config("warning", "validation_prompt",
                          "no validation prompt and no prompt library, so no samples will be made; "
                          "set validation_prompt, or validation_disable: true")
+
+
+@rule
+def builtin_library_has_a_subject(ctx: Context) -> Iterator[Issue]:
+    if ctx.bundle.train.validation_prompt_library and library_subject(ctx.bundle) is None:
+        yield ctx.config("warning", "validation_prompt_library",
+                         f"the built-in prompts are portraits of <token>, and no dataset has an instance_prompt to "
+                         f"fill it, so they show {FALLBACK_SUBJECT!r}; set instance_prompt on a dataset (e.g. "
+                         "\"sks woman\"), or write your own user_prompt_library")
 
 
 @rule

@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from tuner.engine import flow
+from tuner.engine.config.prompt_library import validation_library
 from tuner.engine.events import EventWriter
 from tuner.engine.models.base import family_class
 from tuner.engine.train import checkpoint, trainable
@@ -96,14 +97,15 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     from tuner.engine.data import prepare_data
 
     events.emit("status", phase="caching")
+    library = validation_library(bundle)
     data = prepare_data(
         bundle, family, num_processes=accelerator.num_processes, process_index=accelerator.process_index,
         is_main=main, wait_for_main=accelerator.wait_for_everyone, events=events,
-        extra_prompts=all_prompt_texts(cfg, bundle.prompts),
+        extra_prompts=all_prompt_texts(cfg, library),
     )
     family.unload_text_encoders()
     empty_text = data.text_for([""])[0]
-    validator = Validator(cfg, family, bundle.prompts, data.text_for, output_dir=output_dir,
+    validator = Validator(cfg, family, library, data.text_for, output_dir=output_dir,
                           preview_dir=preview_dir, events=events)
 
     model = trainable.prepare(family.load_transformer(), cfg, family)
