@@ -161,6 +161,11 @@ wan_force_2_1_time_embedding wan_validation_load_other_stage webhook_config
 webhook_reporting_interval write_batch_size xm_block_size xm_candidate_count xm_enabled
 xm_selection_scope xm_training_target
 """.split())
+# Names SimpleTuner's own example files still carry (config/config.json.example) that its --help no
+# longer lists: recognised as SimpleTuner's, so the example loads, and warned about as not supported.
+SIMPLETUNER_OPTIONS |= frozenset("""
+validation_torch_compile
+""".split())
 
 # Keys SimpleTuner reads from a multidatabackend.json entry (from its dataloader documentation);
 # the ones tuner does not implement are warnings, anything else is an error.
