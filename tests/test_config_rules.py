@@ -218,6 +218,10 @@ def test_sana_video_warns_about_shift_and_vae(tmp_path: Path) -> None:
     ("push_to_hub", True, "nothing is pushed"),
     ("compress_disk_cache", True, "uncompressed safetensors"),
     ("noise_offset", 0.1, "no offset noise is added"),
+    ("enable_model_cpu_offload", True, "lower validation_resolution"),
+    # SimpleTuner's SageAttention variants load (SD3 has the head size for them) and are said to use SDPA.
+    ("attention_mechanism", "sageattention-int8-fp16-triton", "PyTorch's SDPA (diffusers) is used"),
+    ("attention_mechanism", "xformers", "PyTorch's SDPA (diffusers) is used"),
 ])
 def test_a_setting_that_cannot_act_yet_is_said_not_dropped(tmp_path: Path, key, value, says) -> None:
     folder = write_folder(tmp_path, {**GOOD_CONFIG, key: value}, GOOD_DATASETS, GOOD_PROMPTS)

@@ -138,8 +138,9 @@ class TrainConfig(BaseModel):
     group_offload_use_stream: bool = Field(False, description="Overlap offload transfers with compute (CUDA only).")
     group_offload_to_disk_path: Optional[str] = Field(None, description="Offload to this folder on disk instead of RAM.")
     enable_model_cpu_offload: bool = Field(False, description="Move whole models to the CPU when idle (not with group offload).")
-    attention_mechanism: Literal["diffusers", "sageattention"] = Field(
-        "diffusers", description="Attention kernel: diffusers (PyTorch SDPA) or sageattention.")
+    attention_mechanism: Literal["diffusers", "xformers", "sageattention", "sageattention-int8-fp16-triton",
+                                 "sageattention-int8-fp16-cuda", "sageattention-int8-fp8-cuda"] = Field(
+        "diffusers", description="Attention kernel: diffusers (PyTorch SDPA); SimpleTuner's others are accepted and warned about.")
 
     # --- EMA ---------------------------------------------------------------------------------
     use_ema: bool = Field(False, description="Keep an exponential moving average of the weights.")

@@ -137,7 +137,7 @@ def lycoris_settings(ctx: Context) -> Iterator[Issue]:
 @rule
 def attention_works(ctx: Context) -> Iterator[Issue]:
     cfg = ctx.bundle.train
-    if cfg.attention_mechanism == "sageattention" and not cfg.family.sageattention:
+    if cfg.attention_mechanism.startswith("sageattention") and not cfg.family.sageattention:
         yield ctx.config("error", "attention_mechanism",
                          f"SageAttention does not support {cfg.family.label}'s head size; "
                          "set attention_mechanism: diffusers")
@@ -289,6 +289,8 @@ NOT_ACTING_YET = {
     "noise_offset": "not supported yet, no offset noise is added; remove the key",
     "validation_guidance_rescale": "not supported yet, guidance is not rescaled; remove the key",
     "num_validation_images": "not supported yet: one sample is made per prompt and size; remove the key",
+    "enable_model_cpu_offload": "not supported yet: the validation models stay on the GPU; to save memory there, "
+                                "lower validation_resolution (or validation_num_video_frames)",
 }
 DATASET_NOT_ACTING_YET = {
     "write_batch_size": "ignored: each cache entry is written as its own file",
@@ -308,9 +310,11 @@ def settings_not_acting_yet(ctx: Context) -> Iterator[Issue]:
     for key, why in NOT_ACTING_YET.items():
         if ctx.is_set(key) and getattr(cfg, key) != type(cfg).model_fields[key].default:
             yield ctx.config("warning", key, why)
-    if cfg.attention_mechanism != "diffusers" and cfg.family.sageattention:
+    sage_refused = cfg.attention_mechanism.startswith("sageattention") and not cfg.family.sageattention
+    if cfg.attention_mechanism != "diffusers" and not sage_refused:
         yield ctx.config("warning", "attention_mechanism",
-                         f"{cfg.attention_mechanism} is not supported yet; PyTorch's SDPA (diffusers) is used")
+                         f"{cfg.attention_mechanism} is not supported yet; PyTorch's SDPA (diffusers) is used, which "
+                         "picks FlashAttention or memory-efficient kernels on recent GPUs by itself")
     for ds in ctx.bundle.datasets:
         if ds.is_regularisation_data and cfg.model_type == "full" and not ds.disabled:
             yield ctx.dataset("warning", ds, "is_regularisation_data",
