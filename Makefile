@@ -25,6 +25,7 @@ test: venv
 
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/step_speed.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/cache_compress.py
 
 clean:
 	rm -rf $(VENV) demo-runs build *.egg-info
