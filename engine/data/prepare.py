@@ -173,8 +173,9 @@ def prepare_data(bundle: Any, family: Any, *, num_processes: int = 1, process_in
         raise DataError("every dataset has \"probability\": 0; give at least one a positive probability")
 
     text_id, text_dir = text_cache_dir(bundle)
-    latent_caches = {r.spec.id: LatentCache(r.spec.cache_dir) for r in results}
-    text_cache = TextCache(text_dir, fingerprint)
+    compress = cfg.compress_disk_cache
+    latent_caches = {r.spec.id: LatentCache(r.spec.cache_dir, compress) for r in results}
+    text_cache = TextCache(text_dir, fingerprint, compress)
     data = TrainData(samples, plans, family, latent_caches, text_cache, batch_size=batch_size,
                      num_processes=num_processes, process_index=process_index, seed=cfg.seed,
                      encode_on_the_fly=on_the_fly)
