@@ -54,6 +54,24 @@ def target(latents: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return noise - latents
 
 
-def loss(prediction: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-    """Mean squared error against the target (the velocity, or a prior's prediction), computed in fp32."""
-    return torch.nn.functional.mse_loss(prediction.float(), goal.float())
+def loss(prediction: torch.Tensor, goal: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error against the target (the velocity, or a prior's prediction), computed in fp32;
+    `weight` (broadcast to the latents) leaves out what the model is not asked to predict."""
+    if weight is None:
+        return torch.nn.functional.mse_loss(prediction.float(), goal.float())
+    weight = weight.to(prediction.device, torch.float32).expand_as(prediction)
+    return ((prediction.float() - goal.float()) ** 2 * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def condition_on_first_frame(noisy: torch.Tensor, first_frame: torch.Tensor, sigmas: torch.Tensor
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Image-to-video: the clip's first latent frame is given clean, as diffusers' Sana Video i2v pipeline
+    samples. Returns the noisy latents with that frame restored, one sigma per latent frame (0 for the
+    given one, so its timestep is 0) and the loss weight that leaves the given frame out."""
+    frames = noisy.shape[2]
+    noisy = torch.cat([first_frame.to(noisy.device, noisy.dtype), noisy[:, :, 1:]], dim=2)
+    per_frame = sigmas.reshape(-1, 1).expand(-1, frames).clone()
+    per_frame[:, 0] = 0.0
+    weight = torch.ones(1, 1, frames, 1, 1, device=noisy.device)
+    weight[:, :, 0] = 0.0
+    return noisy, per_frame, weight

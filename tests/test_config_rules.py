@@ -216,7 +216,6 @@ def test_sana_video_warns_about_shift_and_vae(tmp_path: Path) -> None:
 @pytest.mark.parametrize("key,value,says", [
     ("report_to", "wandb", "trackers are not supported yet"),
     ("push_to_hub", True, "nothing is pushed"),
-    ("compress_disk_cache", True, "uncompressed safetensors"),
     ("noise_offset", 0.1, "no offset noise is added"),
     ("enable_model_cpu_offload", True, "lower validation_resolution"),
     # SimpleTuner's SageAttention variants load (SD3 has the head size for them) and are said to use SDPA.
@@ -266,7 +265,7 @@ def test_image_to_video_is_said_to_train_as_text_to_video(tmp_path: Path) -> Non
                 GOOD_DATASETS[1]]
     folder = write_folder(tmp_path, config, datasets, GOOD_PROMPTS)
     [warning] = [i for i in check_bundle(folder, base_dir=tmp_path) if i.key == "pics.video.is_i2v"]
-    assert "train as text-to-video" in warning.message
+    assert "trains image-to-video" in warning.message and "validation samples stay text-to-video" in warning.message
 
 
 def test_simpletuner_quickstart_nicknames_load_with_a_warning(tmp_path: Path) -> None:

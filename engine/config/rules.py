@@ -285,7 +285,6 @@ NOT_ACTING_YET = {
     "push_to_hub": "uploading is not supported yet, nothing is pushed; upload output_dir/pipeline with "
                    "`huggingface-cli upload REPO OUTPUT_DIR/pipeline`",
     "hub_model_id": "ignored: uploading is not supported yet",
-    "compress_disk_cache": "ignored: the caches are written as uncompressed safetensors",
     "noise_offset": "not supported yet, no offset noise is added; remove the key",
     "validation_guidance_rescale": "not supported yet, guidance is not rescaled; remove the key",
     "num_validation_images": "not supported yet: one sample is made per prompt and size; remove the key",
@@ -297,7 +296,9 @@ DATASET_NOT_ACTING_YET = {
     "vae_cache_clear_each_epoch": "not supported yet: random crops are fixed per image and the cache is kept",
 }
 VIDEO_NOT_ACTING_YET = {
-    "is_i2v": "image-to-video training is not supported yet; the clips train as text-to-video",
+    "is_i2v": "trains image-to-video (each clip's first frame given clean, as diffusers' Sana Video i2v "
+              "pipeline samples), but validation samples stay text-to-video: a conditioning image for them is "
+              "not supported yet; load pipeline/ into SanaVideoImageToVideoPipeline to try it",
 }
 
 

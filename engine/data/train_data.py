@@ -27,7 +27,7 @@ class Batch:
     paths: list[str]
     dataset_ids: list[str]
     # Image-to-video clips: their first latent frame (B, C, 1, h, w), which Wan's causal VAE encodes
-    # from the first frame alone; recorded for i2v conditioning (training still noises every frame).
+    # from the first frame alone; the loop gives it to the model clean (flow.condition_on_first_frame).
     first_frame: torch.Tensor | None = None
 
 

@@ -164,10 +164,19 @@ class SanaVideoFamily(SanaFamily):
 
     def predict(self, model: torch.nn.Module, noisy_latents: torch.Tensor, sigmas: torch.Tensor,
                 text: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The flow prediction for (B, C, f, h, w) latents; timesteps are sigma × 1000 as the pipeline passes them."""
+        """The flow prediction for (B, C, f, h, w) latents; timesteps are sigma × 1000 as the pipeline passes them.
+
+        `sigmas` is (B,), or (B, f) with one sigma per latent frame (image-to-video): then each token gets
+        its frame's timestep, the (B, 1, f, h, w) per-patch layout diffusers' i2v pipeline passes."""
         dtype = model_dtype(unwrap(model))
         device = noisy_latents.device
-        timestep = sigmas.reshape(-1).to(device, torch.float32) * 1000.0
+        timestep = sigmas.to(device, torch.float32) * 1000.0
+        if timestep.dim() == 2:
+            p_t, p_h, p_w = unwrap(model).config.patch_size
+            b, _, f, h, w = noisy_latents.shape
+            timestep = timestep[:, None, ::p_t, None, None].expand(b, 1, f // p_t, h // p_h, w // p_w)
+        else:
+            timestep = timestep.reshape(-1)
         return model(
             noisy_latents.to(dtype),
             encoder_hidden_states=text["prompt_embeds"].to(device, dtype),

@@ -187,14 +187,17 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
                                             sigmoid_scale=cfg.flow_sigmoid_scale,
                                             shift=family.training_shift(latents)).to(accelerator.device)
                 noisy = flow.noisy_latents(latents, noise, sigmas)
+                model_sigmas, weight = sigmas, None
+                if batch.first_frame is not None:  # image-to-video clips (video.is_i2v): frame 0 is given
+                    noisy, model_sigmas, weight = flow.condition_on_first_frame(noisy, batch.first_frame, sigmas)
                 sync = micro == accum - 1
                 with accelerator.autocast(), (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
                     goal = flow.target(latents, noise)
                     if prior_preservation and batch.is_regularisation.any():
-                        goal = trainable.prior_target(raw_model, family, noisy, sigmas, text, goal,
+                        goal = trainable.prior_target(raw_model, family, noisy, model_sigmas, text, goal,
                                                       batch.is_regularisation.to(accelerator.device))
-                    prediction = family.predict(model, noisy, sigmas, text)
-                    loss = flow.loss(prediction, goal)
+                    prediction = family.predict(model, noisy, model_sigmas, text)
+                    loss = flow.loss(prediction, goal, weight)
                     inputs = LossInputs(latents, noise, sigmas, prediction, text)
                     for term in loss_terms:
                         loss = loss + term.loss(inputs)
