@@ -6,8 +6,10 @@ import dataclasses
 import json
 from typing import Any
 
+from tuner.engine import checkpoints
+from tuner.engine.config.bundle import ConfigBundle
 from tuner.engine.config.io import load_bundle
-from tuner.engine.config.issues import ConfigError
+from tuner.engine.config.issues import ConfigError, Issue, display
 from tuner.engine.hardware import probe
 
 
@@ -27,6 +29,7 @@ def command(args: Any) -> int:
             from tuner.engine.data.preflight import data_issues
 
             issues += data_issues(bundle, processes=max(1, len(hardware.get("gpus") or [])))
+        issues += checkpoint_issues(bundle)
     errors = [i for i in issues if i.level == "error"]
     warnings = [i for i in issues if i.level == "warning"]
     if getattr(args, "json", False):
@@ -45,3 +48,18 @@ def command(args: Any) -> int:
                     print(issue)
         print(f"{len(errors)} error{'s' * (len(errors) != 1)}, {len(warnings)} warning{'s' * (len(warnings) != 1)}")
     return 1 if errors else 0
+
+
+def checkpoint_issues(bundle: ConfigBundle) -> list[Issue]:
+    """The output folder's damaged checkpoints (by size: hashes are checked when a run resumes)."""
+    output_dir = bundle.resolve(bundle.train.output_dir)
+    found = checkpoints.states(output_dir, hashes=False)
+    whole = [s for s in found if s.ok]
+    issues = []
+    for bad in (s for s in found if not s.ok):
+        earlier_whole = [s for s in whole if s.step < bad.step]
+        fallback = (f"resume_from_checkpoint: latest skips it and resumes from {earlier_whole[-1].path.name}"
+                    if earlier_whole else "no earlier checkpoint is whole")
+        issues.append(Issue("warning", display(bundle.config_path), "output_dir",
+                            f"{bad.path} is damaged: {bad.problem}; {fallback} (the damaged one is kept)"))
+    return issues

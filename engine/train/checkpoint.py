@@ -1,15 +1,15 @@
 """Training checkpoints without pickle: tensors in safetensors, everything else in JSON.
 
 A checkpoint is written into a hidden temporary folder and renamed to `checkpoint-<step>` only
-when complete (its `checkpoint.json` marker written last), so a save killed half-way never
-leaves a "latest" that cannot load.
+when complete (its `checkpoint.json` marker, with every file's size and SHA-256, written last), so
+a save killed half-way never leaves a "latest" that cannot load; a checkpoint damaged later (a
+machine crash, a copy cut short) fails `engine.checkpoints.verify` and resume takes the one before.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
-import re
 import shutil
 import time
 from pathlib import Path
@@ -19,19 +19,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-MARKER = "checkpoint.json"
-_NAME = re.compile(r"^checkpoint-(\d+)$")
+from tuner.engine import checkpoints
+from tuner.engine.checkpoints import MARKER
 
-
-def checkpoint_dirs(output_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in output_dir as (step, path), oldest first."""
-    found = []
-    if output_dir.is_dir():
-        for entry in output_dir.iterdir():
-            m = _NAME.match(entry.name)
-            if m and (entry / MARKER).is_file():
-                found.append((int(m.group(1)), entry))
-    return sorted(found)
+checkpoint_dirs = checkpoints.complete
 
 
 def find_latest(output_dir: Path) -> Path | None:
@@ -39,12 +30,19 @@ def find_latest(output_dir: Path) -> Path | None:
     return dirs[-1][1] if dirs else None
 
 
-def resolve_resume(output_dir: Path, value: str | None) -> Path | None:
-    """The checkpoint `resume_from_checkpoint` names: 'latest', a folder name or a path."""
+def resolve_resume(output_dir: Path, value: str | None) -> tuple[Path | None, list[checkpoints.CheckpointState]]:
+    """The checkpoint `resume_from_checkpoint` names ('latest', a folder name or a path), and the
+    newer checkpoints 'latest' skipped because they do not verify."""
     if not value:
-        return None
+        return None, []
     if value == "latest":
-        return find_latest(output_dir)
+        path, skipped = checkpoints.newest_whole(output_dir)
+        if path is None and skipped:
+            raise FileNotFoundError(
+                f"config.json: resume_from_checkpoint: latest: no checkpoint in {output_dir} is whole ("
+                + "; ".join(f"{s.path.name}: {s.problem}" for s in skipped)
+                + "); they are kept as they are. Restore one from a copy, or set a new output_dir to start fresh")
+        return path, skipped
     path = Path(value)
     if not path.is_absolute():
         path = output_dir / path
@@ -52,9 +50,13 @@ def resolve_resume(output_dir: Path, value: str | None) -> Path | None:
         raise FileNotFoundError(
             f"config.json: resume_from_checkpoint: {value!r} is not a complete checkpoint "
             f"(no {MARKER} in {path}); use 'latest' or one of: "
-            + ", ".join(p.name for _, p in checkpoint_dirs(output_dir)) or "none yet"
+            + (", ".join(p.name for _, p in checkpoint_dirs(output_dir)) or "none yet")
         )
-    return path
+    problem = checkpoints.verify(path)
+    if problem:
+        raise FileNotFoundError(f"config.json: resume_from_checkpoint: {value!r} is damaged: {problem}; "
+                                "use 'latest' (the newest whole checkpoint) or another checkpoint")
+    return path, []
 
 
 # --- pieces ------------------------------------------------------------------------------
@@ -211,13 +213,16 @@ def write_rank(tmp: Path, rank: int, generator: torch.Generator) -> None:
 
 def commit(tmp: Path, output_dir: Path, step: int, limit: int | None) -> Path:
     """Mark the checkpoint complete, give it its name, and drop the oldest past `limit`."""
-    marker = {"step": step, "time": time.time(), "format": 1}
+    marker = {"step": step, "time": time.time(), "format": checkpoints.FORMAT, "files": checkpoints.manifest(tmp)}
     with open(tmp / MARKER, "w") as f:
         json.dump(marker, f)
         f.flush()
         os.fsync(f.fileno())
     final = output_dir / f"checkpoint-{step}"
-    if final.exists():
+    if final.exists() and (final / MARKER).is_file() and checkpoints.verify(final):
+        # A damaged checkpoint resume skipped: the user's to inspect or restore, never deleted.
+        os.replace(final, output_dir / f"{final.name}.damaged-{int(time.time())}")
+    elif final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     if limit:

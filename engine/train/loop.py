@@ -79,7 +79,10 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     set_seed(seed + accelerator.process_index)
     generator = torch.Generator().manual_seed(seed + accelerator.process_index)
 
-    resume_from = checkpoint.resolve_resume(output_dir, cfg.resume_from_checkpoint)
+    resume_from, damaged = checkpoint.resolve_resume(output_dir, cfg.resume_from_checkpoint)
+    for bad in damaged:  # kept on disk: the user may restore it from a copy
+        events.emit("log", level="warning", message=f"skipped {bad.path.name}: {bad.problem}; resuming from "
+                    f"{resume_from.name} instead (the damaged checkpoint is left as it is)")
     if resume_from is None and checkpoint.checkpoint_dirs(output_dir):
         # A fresh run here would mix its checkpoints with the earlier run's, and the rotation
         # could delete the new ones: refuse before anything is loaded.

@@ -1,0 +1,87 @@
+"""A damaged checkpoint (a machine crash, a copy cut short) is skipped on resume, said, and kept."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from engine_fixtures import demo_config, edit_config, events_of, train_config
+from tuner.engine import checkpoints
+
+
+def cut_short(path: Path, keep: int = 100) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:keep])
+
+
+def test_a_truncated_latest_checkpoint_is_skipped_and_the_run_resumes_exactly(tmp_path, tiny_sana) -> None:
+    whole = demo_config(tmp_path / "whole", tiny_sana, max_train_steps=6, checkpoint_step_interval=2)
+    uninterrupted = dict(train_config(whole, tmp_path / "whole" / "job").losses)
+
+    config = demo_config(tmp_path / "crash", tiny_sana, max_train_steps=6, checkpoint_step_interval=2)
+    train_config(config, tmp_path / "crash" / "job", stop_after=4)
+    output = tmp_path / "crash" / "output"
+    cut_short(output / "checkpoint-4" / "trainable.safetensors")
+    assert "trainable.safetensors is 100 bytes" in checkpoints.verify(output / "checkpoint-4")
+
+    edit_config(config, resume_from_checkpoint="latest")
+    job = tmp_path / "crash" / "job2"
+    result = train_config(config, job)
+    assert result.step == 6 and result.losses[0][0] == 3  # from checkpoint-2: steps 3..6 again
+    assert dict(result.losses) == {s: uninterrupted[s] for s in range(3, 7)}
+    said = [e["message"] for e in events_of(job, "log") if "skipped checkpoint-4" in e["message"]]
+    assert said and "trainable.safetensors is 100 bytes" in said[0] and "resuming from checkpoint-2" in said[0]
+    # The damaged one is kept beside the new checkpoint-4, for the user to inspect or restore.
+    [kept] = output.glob("checkpoint-4.damaged-*")
+    assert (kept / "trainable.safetensors").stat().st_size == 100
+    assert checkpoints.verify(output / "checkpoint-4") is None
+
+
+def test_a_changed_file_of_the_same_size_fails_its_hash(tmp_path) -> None:
+    folder = tmp_path / "checkpoint-2"
+    folder.mkdir()
+    save_file({"w": torch.ones(8)}, str(folder / "trainable.safetensors"))
+    (folder / checkpoints.MARKER).write_text(json.dumps({"step": 2, "files": checkpoints.manifest(folder)}))
+    assert checkpoints.verify(folder) is None
+    data = bytearray((folder / "trainable.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (folder / "trainable.safetensors").write_bytes(bytes(data))
+    assert "has changed since it was written" in checkpoints.verify(folder)
+
+
+def test_a_checkpoint_from_before_manifests_is_checked_by_its_headers(tmp_path) -> None:
+    folder = tmp_path / "checkpoint-2"
+    folder.mkdir()
+    save_file({"w": torch.ones(64)}, str(folder / "optimizer.safetensors"))
+    (folder / checkpoints.MARKER).write_text(json.dumps({"step": 2, "format": 1}))
+    assert checkpoints.verify(folder) is None
+    data = (folder / "optimizer.safetensors").read_bytes()
+    (folder / "optimizer.safetensors").write_bytes(data[:-10])
+    assert "its header says" in checkpoints.verify(folder)
+
+
+def test_when_every_checkpoint_is_damaged_resume_says_so_and_deletes_nothing(tmp_path, tiny_sana) -> None:
+    from tuner.engine.train import checkpoint
+
+    config = demo_config(tmp_path, tiny_sana, max_train_steps=2, checkpoint_step_interval=2)
+    train_config(config, tmp_path / "job")
+    output = tmp_path / "output"
+    cut_short(output / "checkpoint-2" / "optimizer.safetensors")
+    with pytest.raises(FileNotFoundError, match="no checkpoint in .* is whole .*checkpoint-2: optimizer.safetensors"):
+        checkpoint.resolve_resume(output, "latest")
+    assert (output / "checkpoint-2" / "optimizer.safetensors").stat().st_size == 100
+
+
+def test_tuner_check_names_a_damaged_checkpoint_and_what_resume_will_do(tmp_path, tiny_sana, capsys) -> None:
+    from tuner.engine.cli import main
+
+    config = demo_config(tmp_path, tiny_sana, max_train_steps=4, checkpoint_step_interval=2)
+    train_config(config, tmp_path / "job")
+    cut_short(tmp_path / "output" / "checkpoint-4" / "trainable.safetensors")
+    edit_config(config, resume_from_checkpoint="latest")
+    assert main(["check", str(config), "--no-data"]) == 0
+    out = capsys.readouterr().out
+    assert "checkpoint-4 is damaged:" in out and "latest skips it and resumes from checkpoint-2" in out
