@@ -85,3 +85,61 @@ def test_tuner_check_names_a_damaged_checkpoint_and_what_resume_will_do(tmp_path
     assert main(["check", str(config), "--no-data"]) == 0
     out = capsys.readouterr().out
     assert "checkpoint-4 is damaged:" in out and "latest skips it and resumes from checkpoint-2" in out
+
+
+# --------------------------------------------------------------------------------------------
+# A full disk: said before the save starts (or when a write hits ENOSPC), and nothing is lost
+# --------------------------------------------------------------------------------------------
+
+
+def run_engine(config: Path, job: Path) -> int:
+    from tuner.engine.runner import run
+
+    return run(config, job)
+
+
+def test_a_save_that_would_not_fit_stops_the_run_and_keeps_the_earlier_checkpoint(tmp_path, tiny_sana,
+                                                                                   monkeypatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from tuner.engine.train import checkpoint
+
+    config = demo_config(tmp_path, tiny_sana, max_train_steps=6, checkpoint_step_interval=2)
+    real = shutil.disk_usage
+    Usage = namedtuple("Usage", "total used free")
+    # The disk fills up after the first checkpoint: 1 KiB free when the second is due.
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda p: real(p) if not checkpoint.checkpoint_dirs(
+        tmp_path / "output") else Usage(10 << 30, (10 << 30) - 1024, 1024))
+    job = tmp_path / "job"
+    assert run_engine(config, job) == 1
+    [error] = events_of(job, "error")
+    assert f"not enough disk space in {tmp_path / 'output'} for checkpoint-4" in error["message"]
+    assert "GiB needed, 0.00 GiB free" in error["message"] and "resume_from_checkpoint: latest" in error["message"]
+    assert [p.name for _, p in checkpoint.checkpoint_dirs(tmp_path / "output")] == ["checkpoint-2"]
+    assert checkpoints.verify(tmp_path / "output" / "checkpoint-2") is None
+    # Space freed: the run resumes and finishes.
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", real)
+    edit_config(config, resume_from_checkpoint="latest")
+    assert run_engine(config, tmp_path / "job2") == 0
+
+
+def test_a_write_that_hits_a_full_disk_is_cleaned_up_and_said(tmp_path, tiny_sana, monkeypatch) -> None:
+    import errno
+
+    from tuner.engine.train import checkpoint
+
+    config = demo_config(tmp_path, tiny_sana, max_train_steps=4, checkpoint_step_interval=2)
+    real = checkpoint.save_file
+
+    def full_after_first(tensors, path):
+        if "checkpoint-4" in path:
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real(tensors, path)
+
+    monkeypatch.setattr(checkpoint, "save_file", full_after_first)
+    job = tmp_path / "job"
+    assert run_engine(config, job) == 1
+    assert "not enough disk space" in events_of(job, "error")[0]["message"]
+    assert not (tmp_path / "output" / ".checkpoint-4.tmp").exists()
+    assert checkpoints.verify(tmp_path / "output" / "checkpoint-2") is None

@@ -180,6 +180,50 @@ def _tuplify(v: Any) -> Any:
     return tuple(_tuplify(x) for x in v) if isinstance(v, list) else v
 
 
+# --- disk ------------------------------------------------------------------------------------
+
+class DiskFull(OSError):
+    """Not enough free space at the output folder for the next save; what exists is kept."""
+
+
+# Room kept beyond the estimate: the filesystem's own overhead, and the logs that keep growing.
+DISK_MARGIN = 1.1
+
+
+def needed_bytes(output_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """The size of the next checkpoint: the last one's, or the trained weights and optimizer state."""
+    dirs = checkpoint_dirs(output_dir)
+    if dirs:
+        return sum(p.stat().st_size for p in dirs[-1][1].iterdir() if p.is_file())
+    weights = sum(t.numel() * t.element_size() for t in trainable_state(model).values())
+    state = sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values()
+                if torch.is_tensor(v))
+    return weights + (state or 2 * 4 * sum(p.numel() for g in optimizer.param_groups for p in g["params"]))
+
+
+def check_free_space(output_dir: Path, needed: int, what: str) -> None:
+    """Raise DiskFull, naming the folder and the figures, when `needed` bytes (with margin) do not fit."""
+    free = _free_bytes(output_dir)
+    if free < needed * DISK_MARGIN:
+        raise DiskFull(disk_full_message(output_dir, what, needed, free))
+
+
+def _free_bytes(folder: Path) -> int:
+    """Free space on the filesystem `folder` is (or will be, before the first save makes it) on."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def disk_full_message(output_dir: Path, what: str, needed: int, free: int | None = None) -> str:
+    if free is None:
+        free = _free_bytes(output_dir)
+    gib = 1 << 30
+    return (f"not enough disk space in {output_dir} for {what}: about {needed * DISK_MARGIN / gib:.2f} GiB needed, "
+            f"{free / gib:.2f} GiB free. Nothing was lost: the earlier checkpoints are kept. Free some space (or lower "
+            "checkpoints_total_limit, or move output_dir) and resume with resume_from_checkpoint: latest")
+
+
 # --- save / load ---------------------------------------------------------------------------
 
 def begin(output_dir: Path, step: int) -> Path:

@@ -7,8 +7,10 @@ sinks. Read top to bottom: `train()` is the whole run.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,15 +145,25 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     def save(reason: str) -> None:
         nonlocal last_checkpoint_step
         events.emit("status", phase="saving", message=reason)
+        # Every rank looks, so all stop together instead of some waiting at the barrier below.
+        checkpoint.check_free_space(output_dir, checkpoint.needed_bytes(output_dir, raw_model, optimizer),
+                                    f"checkpoint-{step}")
         tmp = checkpoint.begin(output_dir, step) if main else output_dir / f".checkpoint-{step}.tmp"
         accelerator.wait_for_everyone()
-        if main:
-            checkpoint.write_main(tmp, model=raw_model, optimizer=optimizer, scheduler=scheduler, ema=ema,
-                                  state={"step": step, "epoch": data.epoch, "nan_streak": nan_streak,
-                                         "data": data.state_dict()})
-            for term in loss_terms:
-                term.save(tmp)
-        checkpoint.write_rank(tmp, accelerator.process_index, generator)
+        try:
+            if main:
+                checkpoint.write_main(tmp, model=raw_model, optimizer=optimizer, scheduler=scheduler, ema=ema,
+                                      state={"step": step, "epoch": data.epoch, "nan_streak": nan_streak,
+                                             "data": data.state_dict()})
+                for term in loss_terms:
+                    term.save(tmp)
+            checkpoint.write_rank(tmp, accelerator.process_index, generator)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # the half-written save, never an earlier checkpoint
+            raise checkpoint.DiskFull(checkpoint.disk_full_message(
+                output_dir, f"checkpoint-{step}", checkpoint.needed_bytes(output_dir, raw_model, optimizer))) from exc
         accelerator.wait_for_everyone()
         if main:
             result.checkpoint = checkpoint.commit(tmp, output_dir, step, cfg.checkpoints_total_limit)
@@ -261,6 +273,9 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
         if validator.enabled and not validator.due(step):
             validate()
         events.emit("status", phase="saving", message="exporting the pipeline")
+        exported = raw_model.parameters() if cfg.model_type == "full" else checkpoint.trainable_state(raw_model).values()
+        checkpoint.check_free_space(output_dir, sum(t.numel() * t.element_size() for t in exported)
+                                    * (2 if ema is not None else 1), "the pipeline export")
         if main:
             result.pipeline = output_dir / "pipeline"
             trainable.export(raw_model, cfg, family, result.pipeline)
