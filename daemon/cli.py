@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("show", "one job in full", job=True)
     sp = add("attach", "watch a job live (Ctrl-C detaches; the job goes on)")
     sp.add_argument("job", nargs="?", help="default: the newest running job")
+    sp.add_argument("--since", type=int, default=0, metavar="SEQ",
+                    help="with --json: start after the engine event SEQ (the last `seq` a script saw)")
+    sp.add_argument("--since-daemon", type=int, default=0, metavar="SEQ",
+                    help="with --json: start after the daemon event SEQ")
     sp = add("logs", "the engine's output for a job", job=True)
     sp.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
     sp.add_argument("-n", "--lines", type=int, default=100, help="lines from the end (default %(default)s)")
@@ -161,12 +165,23 @@ def _attach(client: Client, args: argparse.Namespace) -> None:
         if not running:
             raise SystemExit("no job is running; name one: tunerd attach JOB (tunerd list shows them)")
         job = running[-1]["id"]
-    if args.json:
-        # For scripts: the raw stream, one message per line, until the job ends.
-        for message in client.subscribe(job):
-            print(json.dumps(message), flush=True)
-        return None
     client.close()
+    if args.json:
+        # For scripts: the raw stream, one message per line, until the job ends; like the live
+        # view it outlives a daemon restart, resuming after the last event it printed.
+        import asyncio
+
+        from tuner.daemon.client import follow
+
+        async def stream() -> None:
+            async for message in follow(job, args.since, args.since_daemon):
+                print(json.dumps(message), flush=True)
+
+        try:
+            asyncio.run(stream())
+        except KeyboardInterrupt:
+            pass
+        return None
     from tuner.daemon.attach import attach
     attach(job)
     return None

@@ -177,3 +177,31 @@ def test_a_dead_adopted_engine_becomes_interrupted(played):
     sleeper.wait()
     job = wait_state(JOB, "interrupted", timeout=10)
     assert "resume" in job["reason"]
+
+
+def test_a_json_attach_outlives_daemon_restarts_with_every_event_once(played):
+    # What a script sees: `tunerd attach --json JOB --since N` while tunerd is killed and restarted.
+    import json
+    import sys
+
+    writer, sleeper = played
+    for i in range(5):
+        writer.emit("log", level="info", message=f"before {i}")
+    watcher = subprocess.Popen([sys.executable, "-m", "tuner.daemon.cli", "attach", JOB, "--json", "--since", "2"],
+                               stdout=subprocess.PIPE, text=True)
+    first = json.loads(watcher.stdout.readline())  # attached: the stream starts after seq 2
+    assert first["event"]["seq"] == 3
+    for restart in range(3):
+        status = lifecycle.read_status()
+        os.kill(status["pid"], signal.SIGKILL)
+        for i in range(10):  # written while no daemon is up
+            writer.emit("log", level="info", message=f"gap {restart}.{i}")
+        lifecycle.start()
+    writer.emit("status", phase="done")
+    sleeper.kill()
+    sleeper.wait()
+    watcher.wait(timeout=60)  # the stream ends with the job (its ~40 lines fit in the pipe)
+    messages = [first] + [json.loads(line) for line in watcher.stdout.read().splitlines()]
+    engine = [m["event"]["seq"] for m in messages if m.get("stream") == "engine"]
+    assert engine == list(range(3, 6 + 30 + 2))  # after seq 2: the rest, the gaps, the last status
+    assert messages[-1].get("end") and watcher.returncode == 0
