@@ -81,7 +81,12 @@ def _run(config_path: Path, job_dir: Path, events: EventWriter, base_dir: Path |
         where = job_dir / "traceback.txt"
         where.write_text(traceback.format_exc())
         traceback.print_exc()
-        events.emit("error", message=_user_message(exc), traceback_path=str(where))
+        message = _user_message(exc)
+        if type(exc).__name__ == "OutOfMemoryError":  # torch's, CUDA's or MPS's: say what fits instead
+            from tuner.engine.train import oom
+
+            message = oom.message_for(bundle.train, job_dir / EVENTS, bundle.resolve(bundle.train.output_dir))
+        events.emit("error", message=message, traceback_path=str(where))
         events.emit("status", phase="failed", message=type(exc).__name__)
         return EXIT_FAILED
     return EXIT_STOPPED if result.stopped else EXIT_DONE
