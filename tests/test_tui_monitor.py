@@ -21,6 +21,8 @@ from tuner.tui.screens.monitor import MonitorScreen
 from tuner.tui.widgets.job_feed import JobFeed
 from tuner.tui.widgets.pixel_image import PixelImage
 
+from tui_support import unexpected_errors  # noqa: F401  (fails a test on any error the crash guard caught)
+
 from tuner.daemon import lifecycle
 
 from test_daemon_support import (  # noqa: F401

@@ -12,6 +12,8 @@ from tuner.tui.app import TunerApp
 from tuner.tui.screens.monitor import MonitorScreen
 from tuner.tui.widgets.job_feed import JobFeed
 
+from tui_support import unexpected_errors  # noqa: F401  (fails a test on any error the crash guard caught)
+
 pytest.importorskip("pytest_textual_snapshot")
 SIZE = (100, 30)
 FIXED = Path("/tmp/tuner-tui-snapshots")   # paths show on screen: keep them the same on every run

@@ -27,7 +27,8 @@ def test_scan_counts_buckets_and_names_what_would_fail(tmp_path):
 
 
 def test_scan_of_a_missing_folder_says_so(tmp_path):
-    assert "is not a folder" in scan_folder({"instance_data_dir": str(tmp_path / "nope")}, CONFIG).errors[0]
+    report = scan_folder({"instance_data_dir": str(tmp_path / "nope")}, CONFIG)
+    assert report.errors == [f"{tmp_path / 'nope'} does not exist"] and report.folder_problem == report.errors[0]
 
 
 def test_portrait_template_and_library_text_round_trip():

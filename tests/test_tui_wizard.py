@@ -21,6 +21,8 @@ from tuner.tui.screens.step_review import ReviewStep
 from tuner.tui.screens.step_training import TrainingStep, ValidationStep
 from tuner.tui.widgets.preset_picker import PresetPicker
 
+from tui_support import unexpected_errors  # noqa: F401  (fails a test on any error the crash guard caught)
+
 SIZE = (100, 30)
 
 

@@ -8,11 +8,15 @@ from typing import Any
 from textual import on, work
 from textual.app import App
 
+from tuner.tui.crash import CrashDialog, Guarded, cause, record
 from tuner.tui.messages import DaemonStarted
 from tuner.tui.screens.home import HomeScreen
 
+# Past this many unexpected errors in one session something fails on every frame: end as Textual would.
+MAX_CRASHES = 20
 
-class TunerApp(App):
+
+class TunerApp(Guarded, App):
     """Home first; the wizard and the monitor are pushed on top of it."""
 
     CSS_PATH = "tuner.tcss"
@@ -25,6 +29,7 @@ class TunerApp(App):
         self.initial_config = open_config
         self.initial_attach = attach
         self._after_start: Callable[[], Any] | None = None
+        self.crashes: list[BaseException] = []   # the unexpected errors shown so far (the log has their tracebacks)
 
     def on_mount(self) -> None:
         self.push_screen(HomeScreen())
@@ -32,6 +37,37 @@ class TunerApp(App):
             self.open_wizard(self.initial_config)
         elif self.initial_attach:
             self.open_monitor(self.initial_attach)
+
+    # -- the crash guard (tuner.tui.crash) --------------------------------------------------
+
+    def report_crash(self, error: BaseException) -> None:
+        """Log an unexpected error and say so in a dialog; the app and every screen's state go on."""
+        self.crashes.append(cause(error))
+        log = record(error)
+        if len(self.crashes) > MAX_CRASHES:
+            super()._handle_exception(error)
+            return
+        if isinstance(self.screen, CrashDialog):
+            return   # already saying so; the log has this one too
+        try:
+            self.push_screen(CrashDialog(error, log), self._after_crash)
+        except Exception:  # noqa: BLE001 — the guard itself failed: end as Textual would, with the first error
+            super()._handle_exception(error)
+
+    def _after_crash(self, _closed: None) -> None:
+        # A screen that failed while it was being built lacks widgets (or its message loop): leave it. What was typed
+        # lives in the wizard's state, so the step below shows it.
+        while len(self.screen_stack) > 1 and (getattr(self.screen, "half_built", False) or not self.screen.is_running):
+            self.pop_screen()
+
+    def _handle_exception(self, error: Exception) -> None:
+        # Textual's hook for errors outside a message handler (workers, timers, composing a screen).
+        if self._exit or not self.is_running or not self.screen_stack:
+            super()._handle_exception(error)   # starting up (a bad stylesheet) or shutting down: Textual's way
+            return
+        self.report_crash(error)
+
+    # -- screens -----------------------------------------------------------------------------
 
     def open_wizard(self, folder: str | None = None) -> None:
         """Start the wizard, fresh or from an existing config folder."""

@@ -21,8 +21,7 @@ from tuner.engine.data.discovery import find_images
 from tuner.engine.data.errors import DataError
 from tuner.engine.data.placement import place
 from tuner.engine.data.sizing import SizeRule
-
-
+from tuner.tui.folders import folder_to_read
 
 @dataclass
 class ScanReport:
@@ -36,6 +35,7 @@ class ScanReport:
     unreadable: list[tuple[str, str]] = field(default_factory=list)
     no_caption: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)        # training would fail
+    folder_problem: str = ""                               # the folder itself is missing or unreadable
     warnings: list[str] = field(default_factory=list)
     suggested_repeats: int | None = None
 
@@ -76,13 +76,13 @@ def typed_settings(dataset: dict[str, Any], config: dict[str, Any]) -> tuple[Dat
 
 def scan_folder(dataset: dict[str, Any], config: dict[str, Any], processes: int = 1) -> ScanReport:
     """Scan one dataset entry as the engine would, without decoding pixels."""
-    folder = Path(str(dataset.get("instance_data_dir") or "")).expanduser()
+    text = str(dataset.get("instance_data_dir") or "")
+    folder = Path(text).expanduser()
     report = ScanReport(folder=str(folder))
-    if not str(dataset.get("instance_data_dir") or "").strip():
-        report.errors.append("choose the folder that holds the images")
-        return report
-    if not folder.is_dir():
-        report.errors.append(f"{folder} is not a folder")
+    report.folder_problem = ("choose the folder that holds the images" if not text.strip() else
+                             folder_to_read(text) or "")
+    if report.folder_problem:
+        report.errors.append(report.folder_problem)
         return report
     ds, train, problems = typed_settings(dataset, config)
     if ds is None or train is None:
@@ -92,6 +92,10 @@ def scan_folder(dataset: dict[str, Any], config: dict[str, Any], processes: int 
         _count(report, folder, ds, train)
     except DataError as e:  # settings only the engine's rules reject (a zero aspect bucket)
         report.errors.append(str(e))
+        return report
+    except OverflowError:   # a resolution so large no image size can be computed from it
+        report.errors.append(f"resolution {ds.resolution or train.resolution:g} is too large to size an image "
+                             "at; give pixels (e.g. 1024) or, with resolution_type area, megapixels (e.g. 1.0)")
         return report
     _judge(report, ds, train, processes)
     return report

@@ -13,6 +13,7 @@ from typing import Any
 
 from tuner.engine import families
 from tuner.engine.config import ConfigBundle, Issue, check_data, job_files, load_bundle
+from tuner.engine.config.issues import FILE_KEY
 from tuner.engine.config.jobfiles import FILE_NAMES
 from tuner.engine.families import TRAINING_KEYS, TRAINING_LABELS
 from tuner.engine.jobdir import CONFIG, DATABACKEND
@@ -122,8 +123,13 @@ class WizardState:
         """
         config, datasets, prompts = self.data()
         here = Path.cwd()
-        bundle, issues = check_data(config, datasets, prompts, base_dir=here, config_path=here / CONFIG,
-                                    hardware=None if self.planned or not self.hardware else self.hardware)
+        try:
+            bundle, issues = check_data(config, datasets, prompts, base_dir=here, config_path=here / CONFIG,
+                                        hardware=None if self.planned or not self.hardware else self.hardware)
+        except OSError as e:   # a path the system refuses to look at (a name too long, a folder it cannot read)
+            name = str(e.filename or "")
+            return None, [Issue("error", CONFIG, FILE_KEY, f"cannot look at {name[:80] + '…' if len(name) > 80 else name}: "
+                                f"{e.strerror or e}; fix that path")]
         for issue in issues:
             issue.file = Path(issue.file).name
         return bundle, [i for i in issues if i.level == "error"] + [i for i in issues if i.level == "warning"]

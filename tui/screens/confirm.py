@@ -7,8 +7,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from tuner.tui.crash import Guarded
 
-class Confirm(ModalScreen[bool]):
+
+class Confirm(Guarded, ModalScreen[bool]):
     """Asks before doing something the user should agree to (starting a daemon, stopping a run)."""
 
     BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]

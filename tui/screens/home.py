@@ -14,13 +14,14 @@ from textual.widgets import DataTable, Footer, Header, Static
 from tuner.daemon import protocol as p
 from tuner.engine.event_fold import duration
 from tuner.tui import daemon_link
+from tuner.tui.crash import Guarded
 
 POLL_SECONDS = 2.0
 STATE_STYLES = {"running": "bold green", "starting": "green", "stopping": "yellow", "queued": "cyan",
                 "done": "blue", "failed": "bold red", "stopped": "yellow", "interrupted": "magenta"}
 
 
-class HomeScreen(Screen):
+class HomeScreen(Guarded, Screen):
     """The job list (refreshed every few seconds) and the keys that act on the highlighted job."""
 
     BINDINGS = [

@@ -13,6 +13,7 @@ from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Static
 from tuner.daemon import protocol as p
 from tuner.engine.event_fold import JobView, duration
 from tuner.tui import daemon_link
+from tuner.tui.crash import Guarded
 from tuner.tui.widgets.job_feed import JobFeed
 from tuner.tui.widgets.loss_chart import LossChart
 from tuner.tui.widgets.memory_gauges import MemoryGauges
@@ -22,7 +23,7 @@ VALIDATION_SHOWN = 3
 CONTROLS = {"stop_job": "stop (checkpoint, then exit)", "save": "save a checkpoint now", "sample": "sample now"}
 
 
-class MonitorScreen(Screen):
+class MonitorScreen(Guarded, Screen):
     """Attached to a job through tunerd; detaching leaves the job running."""
 
     BINDINGS = [

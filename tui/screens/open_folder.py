@@ -10,6 +10,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DirectoryTree, Footer, Input, Label, Static
 
+from tuner.tui import folders
+from tuner.tui.crash import Guarded
 from tuner.tui.widgets.path_input import PathInput
 
 
@@ -20,7 +22,7 @@ class FoldersOnly(DirectoryTree):
         return [p for p in paths if p.is_dir() and not p.name.startswith(".")]
 
 
-class OpenFolder(ModalScreen[str | None]):
+class OpenFolder(Guarded, ModalScreen[str | None]):
     """Returns the chosen folder's absolute path, or None when cancelled."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+t", "tree", "Tree / path")]
@@ -48,10 +50,10 @@ class OpenFolder(ModalScreen[str | None]):
     @on(Input.Submitted, "#path")
     def typed(self, event: Input.Submitted) -> None:
         path = Path(event.value.strip()).expanduser()
-        if path.is_dir():
+        if folders.is_dir(path):
             self.dismiss(str(path.absolute()))
         else:
-            self.notify(f"{path} is not a folder", severity="error")
+            self.notify(f"{folders.short(path)} is not a folder", severity="error")
 
     @on(DirectoryTree.DirectorySelected)
     def picked(self, event: DirectoryTree.DirectorySelected) -> None:

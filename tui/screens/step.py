@@ -1,18 +1,30 @@
 """The wizard's step screen: a title, the step's form, its problems, and Back / Next keys."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from tuner.tui.crash import Guarded
+from tuner.tui.widgets.field_row import FieldRow, brief
 from tuner.tui.wizard_state import WizardState
 
 STEP_TITLES = ("Hardware", "Model", "Preset", "Dataset", "Validation", "Training", "Review")
 
 
-class StepScreen(Screen):
+class Problem(NamedTuple):
+    """What blocks leaving a step: the field it belongs to (its key; "" for the step as a whole) and what to do."""
+
+    key: str
+    message: str
+
+
+class StepScreen(Guarded, Screen):
     """One wizard step; subclasses compose `body()` and implement `save()` returning problems."""
 
     BINDINGS = [
@@ -54,19 +66,34 @@ class StepScreen(Screen):
     def body(self) -> ComposeResult:
         yield from ()
 
-    def save(self) -> list[str]:
+    def save(self) -> list[Problem]:
         """Write this step's inputs into the state; the problems that block moving on."""
         return []
 
-    def show_problems(self, problems: list[str]) -> None:
+    def show_problems(self, problems: list[Problem]) -> None:
+        """Mark each problem at its field, and list them all under the form (by the fields' labels)."""
+        rows = {row.key: row for row in self.query(FieldRow)}
+        for key, row in rows.items():
+            row.mark("; ".join(p.message for p in problems if p.key == key) or None)
+        lines = [f"✗ {rows[p.key].label}: {brief(p.message)}" if p.key in rows else f"✗ {brief(p.message)}"
+                 for p in problems]
         box = self.query_one("#step-problems", Static)
-        box.update("\n".join(f"✗ {p}" for p in problems))
+        box.update(Text("\n".join(lines)))
         box.set_class(bool(problems), "shown")
+
+    def focus_problem(self, problems: list[Problem]) -> None:
+        """Move the cursor to the first field with a problem, so fixing it starts there."""
+        rows = {row.key: row for row in self.query(FieldRow)}
+        first = next((rows[p.key] for p in problems if p.key in rows), None)
+        if first is not None and first.field.focusable:
+            first.field.focus()
+            first.scroll_visible()
 
     def action_next(self) -> None:
         problems = self.save()
         self.show_problems(problems)
         if problems:
+            self.focus_problem(problems)
             return
         from tuner.tui.screens.wizard import next_step
         self.app.push_screen(next_step(self.INDEX, self.state))

@@ -7,13 +7,13 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
 from textual.widgets import Input, Label, Select, Switch
 
 from tuner.engine import families
 from tuner.engine.config import DatasetConfig, VideoConfig, parse_datasets
-from tuner.tui.screens.step import StepScreen
-from tuner.tui.widgets.config_form import ConfigField, form_values
+from tuner.tui.screens.step import Problem, StepScreen
+from tuner.tui.widgets.config_form import ConfigField, form_values, own_problems
+from tuner.tui.widgets.field_row import FieldRow
 from tuner.tui.widgets.path_input import PathInput
 from tuner.tui.widgets.scan_panel import ScanPanel
 from tuner.tui.wizard_state import new_dataset
@@ -49,9 +49,8 @@ class DatasetStep(StepScreen):
         ds = self.dataset
         count = len(self.state.pixel_datasets())
         yield Label(f"Dataset {self.current + 1} of {count}", classes="help")
-        with Horizontal(classes="row"):
-            yield Label("Folder (Ctrl+F browses)", classes="label")
-            yield PathInput(ds.get("instance_data_dir", ""), id="folder")
+        yield FieldRow("instance_data_dir", "Folder (Ctrl+F browses)",
+                       PathInput(str(ds.get("instance_data_dir") or ""), id="folder"))
         for key in KEYS:
             yield ConfigField(DatasetConfig, key, ds.get(key))
         if families.card(self.state.family).video:
@@ -137,11 +136,13 @@ class DatasetStep(StepScreen):
         self.refresh(recompose=True)
         self.call_after_refresh(self.rescan)
 
-    def save(self) -> list[str]:
+    def save(self) -> list[Problem]:
         entry = self.entry()
         key = json.dumps([entry, self._batch_keys()], sort_keys=True, default=str)
         parsed, issues = parse_datasets([entry])
-        problems = [f"{i.key.split('.', 1)[-1]}: {i.message}" for i in issues if i.level == "error"]
+        # The issue's key is "<id>.<key>" or "<id>.video.<key>": the field is the last part.
+        problems = [Problem(i.key.rsplit(".", 1)[-1], i.message) for i in issues if i.level == "error"]
+        problems += [Problem(k, message) for k, message in own_problems(self).items()]
         if not problems:
             entry = {k: v for k, v in parsed[0].model_dump(mode="json", exclude_unset=True).items()}
         index = self.state.datasets.index(self.dataset)
@@ -150,8 +151,10 @@ class DatasetStep(StepScreen):
             return problems
         ids = [d.get("id") for d in self.state.datasets]
         if len(set(ids)) != len(ids):
-            return [f"id: {entry['id']!r} is used by another dataset; give each its own"]
+            return [Problem("id", f"{entry['id']!r} is used by another dataset; give each its own")]
         if self.report is None or self.report_key != key:
             self.rescan()
-            return ["the scan is still running; press Ctrl+N again when it shows its result"]
-        return [f"scan: {e}" for e in self.report.errors]
+            return [Problem("", "the scan is still running; press Ctrl+N again when it shows its result")]
+        if self.report.folder_problem:
+            return [Problem("instance_data_dir", self.report.folder_problem)]
+        return [Problem("", f"scan: {e}") for e in self.report.errors]

@@ -1,17 +1,21 @@
 """Wizard step 1: the GPUs, RAM and disk found here, or a planned machine to size the run for."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.table import Table
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal
 from textual.message import Message
-from textual.widgets import Input, Label, Static, Switch
+from textual.widgets import Input, Static, Switch
 
 from tuner.engine.hardware import describe, probe
-from tuner.tui.screens.step import StepScreen
+from tuner.tui.screens.step import Problem, StepScreen
+from tuner.tui.widgets.field_row import FieldRow
+
+MAX_VRAM_GB = 4096   # more than any accelerator has: a larger number is a typo
+MAX_GPUS = 64
 
 
 def hardware_table(hw: dict[str, Any]) -> Table:
@@ -48,20 +52,14 @@ class HardwareStep(StepScreen):
         yield Static(hardware_table(hw) if hw is not None else "probing GPUs…", id="hw-table")
         for note in (self.state.hardware or {}).get("notes", []):
             yield Static(f"note: {note}", classes="note")
-        with Horizontal(classes="row"):
-            yield Label("Plan for another machine", classes="label")
-            yield Switch(value=self.state.planned, id="planned")
+        yield FieldRow("planned", "Plan for another machine", Switch(value=self.state.planned, id="planned"))
         gpus = (self.state.hardware or {}).get("gpus") or []
-        with Horizontal(classes="row"):
-            yield Label("VRAM per GPU (GB)", classes="label")
-            yield Input(f"{gpus[0]['vram_total_gb']:g}" if gpus else "24", compact=True, id="vram", disabled=not self.state.planned)
-        with Horizontal(classes="row"):
-            yield Label("GPU count", classes="label")
-            yield Input(str(len(gpus) or 1), compact=True, id="gpus", disabled=not self.state.planned)
-        with Horizontal(classes="row"):
-            yield Label("bf16 (Ampere or newer)", classes="label")
-            yield Switch(value=all(g["bf16"] for g in gpus) if gpus else True, id="bf16",
-                         disabled=not self.state.planned)
+        off = not self.state.planned
+        yield FieldRow("vram", "VRAM per GPU (GB)",
+                       Input(f"{gpus[0]['vram_total_gb']:g}" if gpus else "24", compact=True, id="vram", disabled=off))
+        yield FieldRow("gpus", "GPU count", Input(str(len(gpus) or 1), compact=True, id="gpus", disabled=off))
+        yield FieldRow("bf16", "bf16 (Ampere or newer)",
+                       Switch(value=all(g["bf16"] for g in gpus) if gpus else True, id="bf16", disabled=off))
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -82,25 +80,28 @@ class HardwareStep(StepScreen):
         for wid in ("#vram", "#gpus", "#bf16"):
             self.query_one(wid).disabled = not event.value
 
-    def save(self) -> list[str]:
+    def save(self) -> list[Problem]:
         self.state.planned = self.query_one("#planned", Switch).value
         if not self.state.planned:
             if self.state.detected is not None:
                 self.state.hardware = self.state.detected
-            return [] if self.state.hardware is not None else ["the probe has not finished yet"]
+            return [] if self.state.hardware is not None else [Problem("", "the probe has not finished yet")]
         problems = []
+        text = self.query_one("#vram", Input).value.strip()
         try:
-            vram = float(self.query_one("#vram", Input).value)
-            if vram <= 0:
+            vram = float(text)
+            if not (0 < vram <= MAX_VRAM_GB and math.isfinite(vram)):
                 raise ValueError
         except ValueError:
-            problems.append("VRAM per GPU: give a number of GB above 0, e.g. 24")
+            problems.append(Problem("vram", f"got {text!r}; give the GB of one GPU, above 0 and at most "
+                                            f"{MAX_VRAM_GB}, e.g. 24"))
+        text = self.query_one("#gpus", Input).value.strip()
         try:
-            count = int(self.query_one("#gpus", Input).value)
-            if count < 0:
+            count = int(text)
+            if not 0 <= count <= MAX_GPUS:
                 raise ValueError
         except ValueError:
-            problems.append("GPU count: give a whole number, 0 for the CPU")
+            problems.append(Problem("gpus", f"got {text!r}; give a whole number from 0 (the CPU) to {MAX_GPUS}"))
         if problems:
             return problems
         self.state.hardware = describe(vram, count, self.query_one("#bf16", Switch).value)

@@ -1,17 +1,22 @@
 """Wizard step 2: the model family, the checkpoint (hub id or local folder) and the training type."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal
-from textual.widgets import Label, Select, Static
+from textual.widgets import Select, Static
 
 from tuner.engine import families
-from tuner.tui.screens.step import StepScreen
+from tuner.tui import folders
+from tuner.tui.screens.step import Problem, StepScreen
+from tuner.tui.widgets.field_row import FieldRow
 from tuner.tui.widgets.path_input import PathInput
 from tuner.tui.wizard_state import training_type, training_types
+
+# A Hugging Face repo id: a name, or org/name, of letters, digits, '-', '_' and '.', at most 96 each.
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
 
 
 class ModelStep(StepScreen):
@@ -21,17 +26,14 @@ class ModelStep(StepScreen):
 
     def body(self) -> ComposeResult:
         family = self.state.family
-        with Horizontal(classes="row"):
-            yield Label("Model family", classes="label")
-            yield Select([(card.label, card.name) for card in families.cards()], value=family, allow_blank=False,
-                         compact=True, id="family")
-        with Horizontal(classes="row"):
-            yield Label("Model id or local folder", classes="label")
-            yield PathInput(self.state.config.get("pretrained_model_name_or_path") or families.card(family).default_model,
-                            id="model", placeholder="a Hugging Face id (org/name) or a diffusers folder")
-        with Horizontal(classes="row"):
-            yield Label("Training type", classes="label")
-            yield self._types(family, training_type(self.state.config))
+        yield FieldRow("model_family", "Model family",
+                       Select([(card.label, card.name) for card in families.cards()], value=family,
+                              allow_blank=False, compact=True, id="family"))
+        model = self.state.config.get("pretrained_model_name_or_path") or families.card(family).default_model
+        yield FieldRow("pretrained_model_name_or_path", "Model id or local folder",
+                       PathInput(str(model), id="model",
+                                 placeholder="a Hugging Face id (org/name) or a diffusers folder"))
+        yield FieldRow("model_type", "Training type", self._types(family, training_type(self.state.config)))
         yield Static("", id="model-help", classes="help")
 
     def _types(self, family: str, current: str) -> Select:
@@ -48,10 +50,12 @@ class ModelStep(StepScreen):
         old = self.query_one("#training", Select)
         row = old.parent
         await old.remove()
-        await row.mount(self._types(family, str(old.value)))
+        new = self._types(family, str(old.value))
+        await row.mount(new)
+        self.query_one("#field-model_type", FieldRow).field = new
         self.query_one("#model-help", Static).update(families.card(family).note)
 
-    def save(self) -> list[str]:
+    def save(self) -> list[Problem]:
         family = str(self.query_one("#family", Select).value)
         model = self.query_one("#model", PathInput).value.strip()
         kind = str(self.query_one("#training", Select).value)
@@ -61,9 +65,14 @@ class ModelStep(StepScreen):
         self.state.config["pretrained_model_name_or_path"] = model
         if kind in dict(training_types(family)):
             self.state.set_training(kind)
+        key = "pretrained_model_name_or_path"
         if not model:
-            return ["Model: give a Hugging Face id (e.g. " + families.card(family).default_model + ") or a local folder"]
-        looks_local = model.startswith(("/", ".", "~")) or Path(model).expanduser().exists()
-        if looks_local and not (Path(model).expanduser() / "model_index.json").is_file():
-            return [f"Model: {model} is not a diffusers folder (no model_index.json there)"]
+            return [Problem(key, f"give a Hugging Face id (e.g. {families.card(family).default_model}) or a local folder")]
+        looks_local = model.startswith(("/", ".", "~")) or folders.exists(model)
+        if looks_local:
+            if not folders.exists(Path(model) / "model_index.json"):
+                return [Problem(key, f"{folders.short(model)} is not a diffusers folder (no model_index.json there)")]
+        elif not HUB_ID.fullmatch(model):
+            return [Problem(key, f"{model!r} is neither a folder here nor a Hugging Face id (org/name, e.g. "
+                                 f"{families.card(family).default_model})")]
         return []

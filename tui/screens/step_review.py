@@ -9,14 +9,15 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
 from textual.message import Message
-from textual.widgets import Input, Label, Static, TabbedContent, TabPane
+from textual.widgets import Input, Static, TabbedContent, TabPane
 
 from tuner.daemon import protocol as p
 from tuner.presets import load_preset
 from tuner.tui import daemon_link
-from tuner.tui.screens.step import StepScreen
+from tuner.tui.folders import short
+from tuner.tui.screens.step import Problem, StepScreen
+from tuner.tui.widgets.field_row import FieldRow, brief
 from tuner.tui.widgets.path_input import PathInput
 from tuner.engine.config import job_files, write_job_files
 from tuner.tui.wizard_state import FILE_NAMES
@@ -70,9 +71,7 @@ class ReviewStep(StepScreen):
     def body(self) -> ComposeResult:
         default = self.state.config_folder or str(Path(self.state.config["output_dir"]).parent /
                                                   (Path(self.state.config["output_dir"]).name + "-config"))
-        with Horizontal(classes="row"):
-            yield Label("Write the config to", classes="label")
-            yield PathInput(default, id="target")
+        yield FieldRow("target", "Write the config to", PathInput(default, id="target"))
         yield Static(Text("checking…", style="dim"), id="verdict")
         with TabbedContent(id="files"):
             for name in FILE_NAMES:
@@ -99,24 +98,25 @@ class ReviewStep(StepScreen):
             text.append("✓ check_bundle: no errors", style="bold green")
             text.append("\n" if message.issues else "")
         for issue in message.issues:
-            text.append(f"{'✗' if issue.level == 'error' else '!'} {issue.file}: {issue.key}: {issue.message}\n",
+            text.append(f"{'✗' if issue.level == 'error' else '!'} {issue.file}: {issue.key}: {brief(issue.message)}\n",
                         style="red" if issue.level == "error" else "yellow")
         self.query_one("#verdict", Static).update(text)
 
     def _write(self) -> Path | None:
         if self.issues is None:
-            self.show_problems(["the check is still running"])
+            self.show_problems([Problem("", "the check is still running")])
             return None
         if self.bundle is None:
-            self.show_problems(["the config has errors (listed above); go back and fix them"])
+            self.show_problems([Problem("", "the config has errors (listed above); go back and fix them")])
             return None
         target = Path(self.query_one("#target", Input).value.strip() or ".").expanduser().absolute()
-        clash = [n for n in FILE_NAMES if (target / n).exists()]
         try:
+            clash = [n for n in FILE_NAMES if (target / n).exists()]
             kept = keep_originals(target, clash)
             write_job_files(job_files(self.bundle, target), target)
         except OSError as e:  # a folder that cannot be made or written (/proc/x, no permission, disk full)
-            self.show_problems([f"cannot write the config to {target}: {e.strerror or e}; choose another folder"])
+            self.show_problems([Problem("target", f"cannot write the config to {short(target)}: {e.strerror or e}; "
+                                                  "choose another folder")])
             return None
         self.state.config_folder = str(target)
         self.notify(f"wrote {', '.join(FILE_NAMES)} to {target}"
@@ -156,4 +156,4 @@ class ReviewStep(StepScreen):
         if message.not_running:
             self.app.offer_daemon_start(then=lambda: self.submit(Path(self.state.config_folder)))
             return
-        self.show_problems([f"tunerd refused the job: {message.error}"])
+        self.show_problems([Problem("", f"tunerd refused the job: {message.error}")])

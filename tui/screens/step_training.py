@@ -1,16 +1,19 @@
 """Wizard steps 5 and 6: validation samples (with the prompt library) and the training settings."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
-from textual.widgets import Input, Label, Static, TextArea
+from textual.widgets import Input, Static, TextArea
 
 from tuner.engine.config import TrainConfig
+from tuner.tui.folders import folder_to_write
 from tuner.tui.prompt_library import from_text, portrait_prompts, to_text
-from tuner.tui.screens.step import StepScreen
+from tuner.tui.screens.step import Problem, StepScreen
 from tuner.tui.screens.wizard import save_config_keys
-from tuner.tui.widgets.config_form import ConfigField, form_values
+from tuner.tui.widgets.config_form import ConfigField, form_values, own_problems
+from tuner.tui.widgets.field_row import FieldRow
 
 VALIDATION_KEYS = ("validation_prompt", "validation_negative_prompt", "validation_resolution", "validation_guidance",
                    "validation_num_inference_steps", "validation_step_interval", "validation_preview")
@@ -47,15 +50,15 @@ class ValidationStep(StepScreen):
         for key in VALIDATION_KEYS:
             yield ConfigField(TrainConfig, key, self.state.config.get(key), label=LABELS.get(key))
         yield Static("Prompt library: one `nickname = prompt` per line", classes="help")
-        with Horizontal(classes="row"):
-            yield Label("subject for the template", classes="label")
-            yield Input(placeholder="e.g. photo of sks woman — then Ctrl+L adds 15 portrait prompts", compact=True, id="subject")
+        yield FieldRow("subject", "subject for the template",
+                       Input(placeholder="e.g. photo of sks woman — then Ctrl+L adds 15 portrait prompts",
+                             compact=True, id="subject"))
         yield TextArea(to_text(self.state.prompts), id="library")
 
     def action_portraits(self) -> None:
         subject = self.query_one("#subject", Input).value.strip()
         if not subject:
-            self.show_problems(["type the subject first (what <token> stands for, e.g. 'sks woman')"])
+            self.show_problems([Problem("subject", "type the subject first (what <token> stands for, e.g. 'sks woman')")])
             self.query_one("#subject", Input).focus()
             return
         library = self.query_one("#library", TextArea)
@@ -67,10 +70,11 @@ class ValidationStep(StepScreen):
         keep_raw(self.state, form_values(self))
         self.state.prompts = from_text(self.query_one("#library", TextArea).text)[0]
 
-    def save(self) -> list[str]:
-        prompts, problems = from_text(self.query_one("#library", TextArea).text)
-        problems = [f"prompt library {p}" for p in problems]
-        problems += save_config_keys(self.state, form_values(self))
+    def save(self) -> list[Problem]:
+        prompts, found = from_text(self.query_one("#library", TextArea).text)
+        problems = [Problem("", f"prompt library {p}") for p in found]
+        problems += [Problem(k, message) for k, message in own_problems(self).items()]
+        problems += save_config_keys(self.state, form_values(self), commit=not problems)
         if not problems:
             self.state.prompts = prompts
             if not prompts and not self.state.config.get("validation_prompt"):
@@ -91,9 +95,13 @@ class TrainingStep(StepScreen):
     def keep(self) -> None:
         keep_raw(self.state, form_values(self))
 
-    def save(self) -> list[str]:
+    def save(self) -> list[Problem]:
         values = form_values(self)
+        problems = [Problem(k, message) for k, message in own_problems(self).items()]
         if values.get("output_dir"):
-            from pathlib import Path
-            values["output_dir"] = str(Path(values["output_dir"]).expanduser().absolute())
-        return save_config_keys(self.state, values)
+            unusable = folder_to_write(values["output_dir"])
+            if unusable:
+                problems.append(Problem("output_dir", unusable))
+            else:
+                values["output_dir"] = str(Path(values["output_dir"]).expanduser().absolute())
+        return problems + save_config_keys(self.state, values, commit=not problems)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from tuner.engine.config import parse_train_config
+from tuner.tui.screens.step import Problem
 from tuner.tui.wizard_state import WizardState
 
 
@@ -27,14 +28,14 @@ def next_step(index: int, state: WizardState):
     return steps()[index + 1](state)
 
 
-def save_config_keys(state: WizardState, values: dict[str, Any], *, commit: bool = True) -> list[str]:
+def save_config_keys(state: WizardState, values: dict[str, Any], *, commit: bool = True) -> list[Problem]:
     """Check `values` (key → entered value) against the config model; store them when they pass.
 
     Only findings about these keys block the step: the others belong to other steps (or the review).
     """
     merged = {k: v for k, v in {**state.config, **values}.items() if v is not None}
     train, issues = parse_train_config(merged)
-    problems = [f"{i.key}: {i.message}" for i in issues
+    problems = [Problem(i.key.split(".")[0], i.message) for i in issues
                 if i.level == "error" and (i.key or "").split(".")[0] in values]
     if problems or not commit:
         return problems

@@ -1,59 +1,51 @@
 """Form rows for config keys: the right input per field type, labelled and explained by field_info."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel
-from textual.app import ComposeResult
-from textual.containers import Horizontal
 from textual.widget import Widget
-from textual.widgets import Input, Label, Select, Switch
+from textual.widgets import Input, Select, Switch
 
 from tuner.engine.config import field_info
+from tuner.tui.widgets.field_row import FieldRow
 
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-class ConfigField(Horizontal):
-    """One config key: its name, an input that suits its type, and its description as the tooltip."""
+def _input_for(key: str, info: dict[str, Any], initial: Any, choices: list[Any] | None) -> Widget:
+    if info["type"].startswith("bool"):
+        widget: Widget = Switch(value=initial is True or str(initial).strip().lower() in ("true", "yes", "1"),
+                                id=f"in-{key}")
+    elif choices:
+        options = [(str(c), c) for c in choices]
+        value = initial if initial in choices else Select.NULL
+        widget = Select(options, value=value, allow_blank=initial not in choices, compact=True, id=f"in-{key}")
+    else:
+        widget = Input(_text(initial), placeholder=f"default: {_text(info['default']) or 'unset'}",
+                       compact=True, id=f"in-{key}")
+    widget.tooltip = info["description"]
+    return widget
 
-    DEFAULT_CSS = """
-    ConfigField { height: auto; }
-    ConfigField > Label { width: 30; padding: 0 1 0 0; }
-    ConfigField > Switch { border: none; height: 1; padding: 0; }
-    ConfigField > Input, ConfigField > Select { width: 1fr; }
-    """
+
+class ConfigField(FieldRow):
+    """One config key: its name, an input that suits its type, and its description as the tooltip."""
 
     def __init__(self, model: type[BaseModel], key: str, value: Any, *, label: str | None = None,
                  choices: list[Any] | None = None):
-        super().__init__(id=f"field-{key}")
-        self.key = key
-        self.info = field_info(model, key)
-        self.label = label or key
-        self.initial = value if value is not None else self.info["default"]
-        self.choices = choices or self.info["choices"]
-
-    def compose(self) -> ComposeResult:
-        yield Label(self.label)
-        help_text = self.info["description"]
-        if self.info["type"].startswith("bool"):
-            widget: Widget = Switch(value=bool(self.initial), id=f"in-{self.key}")
-        elif self.choices:
-            options = [(str(c), c) for c in self.choices]
-            value = self.initial if self.initial in self.choices else Select.NULL
-            widget = Select(options, value=value, allow_blank=self.initial not in self.choices, compact=True, id=f"in-{self.key}")
-        else:
-            widget = Input(_text(self.initial), placeholder=f"default: {_text(self.info['default']) or 'unset'}",
-                           compact=True, id=f"in-{self.key}")
-        widget.tooltip = help_text
-        yield widget
+        info = field_info(model, key)
+        self.info = info
+        self.initial = value if value is not None else info["default"]
+        self.choices = choices or info["choices"]
+        super().__init__(key, label or key, _input_for(key, info, self.initial, self.choices))
 
     @property
     def value(self) -> Any:
         """The entered value: bool, a choice, or text (None when left empty)."""
-        widget = self.query_one(f"#in-{self.key}")
+        widget = self.field
         if isinstance(widget, Switch):
             return widget.value
         if isinstance(widget, Select):
@@ -61,7 +53,24 @@ class ConfigField(Horizontal):
         text = widget.value.strip()
         return text or None
 
+    def own_problem(self) -> str | None:
+        """What the engine's model accepts but no run can use: a number that is infinite or not a number."""
+        value = self.value
+        if isinstance(value, str) and self.info["type"].split(" ")[0] in ("float", "int"):
+            try:
+                number = float(value)
+            except ValueError:
+                return None   # the model's own message says what to type
+            if not math.isfinite(number):
+                return f"got {value!r}; expected a finite number"
+        return None
+
 
 def form_values(root: Widget) -> dict[str, Any]:
     """Every ConfigField under `root`, as {key: value}."""
     return {f.key: f.value for f in root.query(ConfigField)}
+
+
+def own_problems(root: Widget) -> dict[str, str]:
+    """Every ConfigField under `root` whose value no run can use, as {key: what is wrong}."""
+    return {f.key: problem for f in root.query(ConfigField) if (problem := f.own_problem())}

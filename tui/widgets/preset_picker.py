@@ -11,6 +11,7 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from tuner.presets import FITS, NO_FIT, TIGHT, Preset, list_presets, rank_presets
+from tuner.tui.crash import Guarded
 
 MARKS = {FITS: ("✓ fits", "green"), TIGHT: ("! tight", "yellow"), NO_FIT: ("✗ does not fit", "red")}
 TYPE_LABELS = {"full": "full", "lora": "LoRA"}
@@ -21,7 +22,7 @@ def vram_of(hardware: dict[str, Any]) -> float | None:
     return max((g["vram_total_gb"] for g in gpus), default=None)
 
 
-class PresetPicker(Vertical):
+class PresetPicker(Guarded, Vertical):
     """An option list of ranked presets and, under it, the highlighted one's description and notes."""
 
     DEFAULT_CSS = """

@@ -8,10 +8,11 @@ from textual import work
 from textual.message import Message
 from textual.widgets import Static
 
+from tuner.tui.crash import Guarded
 from tuner.tui.dataset_scan import ScanReport, scan_folder
 
 
-class ScanPanel(Static):
+class ScanPanel(Guarded, Static):
     """Scans in a thread worker and shows the report; the screen hears `Scanned` too."""
 
     class Scanned(Message):
