@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
     sp.add_argument("-n", "--lines", type=int, default=100, help="lines from the end (default %(default)s)")
     add("cancel", "end a job now (SIGTERM, then SIGKILL); no checkpoint", job=True)
-    add("stop-job", "ask a job to save a checkpoint and stop", job=True)
+    add("stop-job", "ask a job to save a checkpoint and stop", job=True).add_argument(
+        "--force", action="store_true", help="a stalled engine cannot answer: end it now (as `cancel`)")
     add("save", "ask a job to save a checkpoint now and go on", job=True)
     add("sample", "ask a job to run validation now and go on", job=True)
     add("resume", "run an ended job again from its latest checkpoint", job=True)
@@ -70,7 +71,9 @@ def _when(ts: float | None) -> str:
 def _print_job_line(job: dict[str, Any]) -> None:
     step = f"{job['step']}/{job['total']}" if job.get("step") is not None else "-"
     loss = f"{job['loss']:.4f}" if isinstance(job.get("loss"), (int, float)) else "-"
-    print(f"{job['id']:<44} {job['state']:<12} {step:>12} {loss:>9}  {job.get('reason') or ''}")
+    state = f"{job['state']}, stalled" if job.get("stalled") else job["state"]
+    why = f"stalled: {job['stalled']}" if job.get("stalled") else job.get("reason") or ""
+    print(f"{job['id']:<44} {state:<12} {step:>12} {loss:>9}  {why}")
 
 
 def _jobs(client: Client, args: argparse.Namespace) -> dict[str, Any]:
@@ -89,7 +92,8 @@ def _show(client: Client, args: argparse.Namespace) -> dict[str, Any]:
     reply = client.request("show", job=args.job)
     if not args.json:
         job = reply["job"]
-        for key in ("id", "state", "reason", "phase", "source", "output_dir", "gpus", "devices", "pid", "runs"):
+        for key in ("id", "state", "reason", "stalled", "phase", "source", "output_dir", "gpus", "devices", "pid",
+                    "runs"):
             print(f"{key:>11}: {job.get(key)}")
         print(f"{'created':>11}: {_when(job['created'])}    updated: {_when(job['updated'])}")
         if reply.get("progress"):
@@ -141,7 +145,8 @@ def _submit(client: Client, args: argparse.Namespace) -> dict[str, Any]:
 def _simple(verb: str):
     def run(client: Client, args: argparse.Namespace) -> dict[str, Any]:
         extra = {"outputs": args.outputs} if verb == "rm" else {}
-        reply = client.request(verb, job=args.job, **extra)
+        forced = verb == "stop_job" and args.force
+        reply = client.request("cancel" if forced else verb, job=args.job, **extra)
         if not args.json:
             print(reply.get("message") or f"removed {', '.join(reply.get('removed', []))}")
         return reply
@@ -165,6 +170,8 @@ def _attach(client: Client, args: argparse.Namespace) -> None:
         if not running:
             raise SystemExit("no job is running; name one: tunerd attach JOB (tunerd list shows them)")
         job = running[-1]["id"]
+    if args.json:  # the first line is the job's record, as the stream's own reply carries it
+        print(json.dumps(client.request("show", job=job)), flush=True)
     client.close()
     if args.json:
         # For scripts: the raw stream, one message per line, until the job ends; like the live

@@ -48,6 +48,7 @@ class Job:
     runs: int = 0
     start_seq: int = 0          # the engine's last seq before the current run began
     cancel_requested: bool = False
+    stalled: str = ""           # why the watchdog thinks the engine hangs ("": it makes progress)
     history: list[dict[str, Any]] = field(default_factory=list)
     # Not saved: where the incremental read of events.jsonl has got to.
     _scan: EventTail | None = field(default=None, repr=False, compare=False)

@@ -120,6 +120,9 @@ def final_state(job: Job, returncode: int | None, watched: bool = True) -> tuple
     phase = job.last_phase()
     if phase == "done":
         return p.DONE, "finished"
+    if job.cancel_requested and job.stalled:
+        return p.STOPPED, (f"stopped by the watchdog: {job.stalled}; `tunerd resume {job.id}` continues from the "
+                           "latest checkpoint")
     if job.cancel_requested:
         return p.STOPPED, "cancelled"
     if phase == "stopped":

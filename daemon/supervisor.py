@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import subprocess
+import time
 
 from tuner.daemon import paths, runner
 from tuner.daemon import protocol as p
@@ -13,11 +14,13 @@ from tuner.daemon.feed import wait_event
 from tuner.daemon.gpu import MemoryReader
 from tuner.daemon.jobs import Job, JobStore, TransitionError
 from tuner.daemon.queue import Scheduler
+from tuner.daemon.watchdog import StallSettings, Watch
 from tuner.engine import jobdir
 
 log = logging.getLogger("tunerd.supervisor")
 
 EXIT_POLL = 0.2       # seconds between checks that an engine is still alive
+WATCH_INTERVAL = 1.0  # seconds between the watchdog's looks at a running engine's events
 MEMORY_INTERVAL = 5.0
 
 
@@ -49,7 +52,7 @@ class Supervisor:
     def start(self, job: Job, devices: list[str]) -> None:
         self.store.transition(job, p.STARTING, f"on {'GPUs ' + ','.join(devices) if devices else 'CPU'}",
                               devices=devices, runs=job.runs + 1, cancel_requested=False,
-                              exit_code=None, pid=None, create_time=None, start_seq=job.latest()["seq"])
+                              exit_code=None, pid=None, create_time=None, start_seq=job.latest()["seq"], stalled="")
         try:
             proc = runner.spawn(job)
         except OSError as e:
@@ -81,6 +84,8 @@ class Supervisor:
             log.error("following an engine failed", exc_info=task.exception())
 
     async def _follow(self, job: Job, proc: subprocess.Popen | None) -> None:
+        watch = Watch(StallSettings.of(job))
+        watched_at = 0.0
         while True:
             if proc is not None:
                 code = proc.poll()
@@ -89,6 +94,12 @@ class Supervisor:
             elif not runner.is_alive(job.pid, job.create_time):
                 code = None  # not our child: its exit status is gone
                 break
+            if time.monotonic() - watched_at >= WATCH_INTERVAL:
+                watched_at = time.monotonic()
+                try:
+                    await self._watch(job, watch)
+                except OSError:  # an unwritable record must not stop following the engine
+                    log.exception("job %s: the watchdog could not record its finding", job.id)
             await asyncio.sleep(EXIT_POLL)
         try:
             state, reason = runner.final_state(job, code)
@@ -96,6 +107,25 @@ class Supervisor:
         finally:
             self.tasks.pop(job.id, None)
             self.kick()  # its GPUs are free whatever happened to the record
+
+    async def _watch(self, job: Job, watch: Watch) -> None:
+        """Mark a running engine that sends no events as stalled (and stop it if the job says so)."""
+        if job.stalled and watch.progressed(job):
+            job.stalled = ""
+            job.save()
+            self.store.event(job, "log", level="info", stalled=False, message="the engine sends events again")
+        reason = watch.check(job)
+        if reason is None or job.state != p.RUNNING:
+            return
+        job.stalled = reason
+        job.save()
+        stop = watch.settings.action == "stop"
+        then = ("stopping it (stall_action: stop)" if stop else
+                f"`tunerd cancel {job.id}` ends it, then `tunerd resume {job.id}` continues from the latest checkpoint")
+        log.warning("job %s: stalled: %s; %s", job.id, reason, then)
+        self.store.event(job, "log", level="warning", stalled=True, message=f"stalled: {reason}; {then}")
+        if stop:
+            await self.cancel(job)
 
     async def cancel(self, job: Job) -> str:
         """End a job now: SIGTERM to its process group, SIGKILL after a grace period."""

@@ -189,6 +189,7 @@ def test_a_json_attach_outlives_daemon_restarts_with_every_event_once(played):
         writer.emit("log", level="info", message=f"before {i}")
     watcher = subprocess.Popen([sys.executable, "-m", "tuner.daemon.cli", "attach", JOB, "--json", "--since", "2"],
                                stdout=subprocess.PIPE, text=True)
+    assert json.loads(watcher.stdout.readline())["job"]["id"] == JOB  # the record comes first
     first = json.loads(watcher.stdout.readline())  # attached: the stream starts after seq 2
     assert first["event"]["seq"] == 3
     for restart in range(3):

@@ -114,6 +114,11 @@ class TrainConfig(BaseModel):
     grad_clip_method: Literal["norm", "value"] = Field(
         "value", description="Clip the gradient's total norm (norm) or each value (value).")
     max_nan_steps: int = Field(5, ge=1, description="Consecutive non-finite losses before the run stops.")
+    stall_timeout_minutes: float = Field(
+        15.0, ge=0, description="tunerd marks the job stalled after this long without an event (4x while "
+        "loading, caching, saving or validating); 0: never.")
+    stall_action: Literal["warn", "stop"] = Field(
+        "warn", description="What tunerd does with a stalled job: warn (mark it), or stop (end it, resumable).")
 
     # --- precision, memory -------------------------------------------------------------------
     mixed_precision: Literal["bf16", "fp16", "no"] = Field(
