@@ -24,6 +24,9 @@ from tuner.engine.jobdir import write_json_atomic
 
 log = logging.getLogger("tunerd")
 
+# How long a client may leave a full socket buffer unread before it is disconnected.
+SLOW_CLIENT_SECONDS = float(os.environ.get("TUNERD_SLOW_CLIENT_SECONDS", "30"))
+
 
 class AlreadyRunning(Exception):
     """Another daemon holds this data dir's lock."""
@@ -46,7 +49,16 @@ class Connection:
                 if len(line) > p.MAX_LINE and "event" in message:
                     line = p.encode(_shrunk(message))
                 self.writer.write(line)
-            await self.writer.drain()
+            try:
+                await asyncio.wait_for(self.writer.drain(), SLOW_CLIENT_SECONDS)
+            except asyncio.TimeoutError:
+                # A client that stopped reading: cut it off instead of holding its backlog (and its
+                # stream) for ever; it reconnects from the last seq it saw, as after a restart.
+                log.warning("a client read nothing for %.0fs with %d bytes waiting; disconnecting it "
+                            "(it may reconnect and resume from its last seq)", SLOW_CLIENT_SECONDS,
+                            self.writer.transport.get_write_buffer_size())
+                self.writer.transport.abort()
+                raise ConnectionError("the client stopped reading") from None
 
     def start_stream(self, coro: Coroutine) -> None:
         task = asyncio.get_running_loop().create_task(coro)

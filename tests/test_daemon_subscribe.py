@@ -20,7 +20,7 @@ from tuner.daemon.client import AsyncClient, Client
 from tuner.daemon.jobs import Job
 from tuner.engine.events import EventWriter
 
-from test_daemon_support import request, tunerd_env, wait_state  # noqa: F401
+from test_daemon_support import request, tunerd_env, wait_for, wait_state  # noqa: F401
 
 JOB = "20261121-000000-played"
 
@@ -206,3 +206,26 @@ def test_a_json_attach_outlives_daemon_restarts_with_every_event_once(played):
     engine = [m["event"]["seq"] for m in messages if m.get("stream") == "engine"]
     assert engine == list(range(3, 6 + 30 + 2))  # after seq 2: the rest, the gaps, the last status
     assert messages[-1].get("end") and watcher.returncode == 0
+
+
+@pytest.fixture
+def impatient(tunerd_env, monkeypatch):
+    """The daemon of `played` gives up on a client that reads nothing for 1 s (30 s by default)."""
+    monkeypatch.setenv("TUNERD_SLOW_CLIENT_SECONDS", "1")
+
+
+def test_a_subscriber_that_stops_reading_is_cut_off_and_the_others_go_on(impatient, played):
+    writer, _ = played
+    stuck = Client(timeout=30)
+    stuck.__enter__()
+    stuck.send("subscribe", job=JOB, since_seq=0)  # and never reads a line of the stream
+    got: list[int] = []
+    ready = threading.Event()
+    reader = threading.Thread(target=collect, args=(0, 201, got, ready))
+    reader.start()
+    for i in range(200):  # ~20 MB: far more than the socket buffers hold
+        writer.emit("log", level="info", message=f"{i} " + "x" * 100_000)
+    reader.join(60)
+    assert got == list(range(1, 202))
+    wait_for(lambda: "disconnecting it" in paths.daemon_log().read_text(), 20, what="the stuck client to be cut off")
+    stuck.close()
