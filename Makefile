@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS ?= constraints-cpu.txt
 PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo test bench faults clean
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ test: venv
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/step_speed.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/cache_compress.py
+
+# The fault suite (kill -9s, a truncated checkpoint, a full disk, a frozen engine): a few minutes, alone.
+faults: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/faults.py
 
 clean:
 	rm -rf $(VENV) demo-runs build *.egg-info
