@@ -99,8 +99,9 @@ def _show(client: Client, args: argparse.Namespace) -> dict[str, Any]:
         if reply.get("progress"):
             pr = reply["progress"]
             print(f"{'progress':>11}: step {pr.get('step')}/{pr.get('total')}  loss {pr.get('loss')}  lr {pr.get('lr')}")
-        if reply.get("checkpoint"):
-            print(f"{'checkpoint':>11}: step {reply['checkpoint'].get('step')}  {reply['checkpoint'].get('path')}")
+        for found in reply.get("checkpoints", []):
+            state = f"DAMAGED: {found['problem']}" if found["problem"] else "whole"
+            print(f"{'checkpoint':>11}: step {found['step']}  {found['path']}  ({state})")
         for name, path in reply["files"].items():
             print(f"{name:>11}: {path}")
         print("    history:")

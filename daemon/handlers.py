@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.daemon import protocol as p
 from tuner.daemon import submit as sub
-from tuner.engine import jobdir
+from tuner.engine import checkpoints, jobdir
 
 if TYPE_CHECKING:
     from tuner.daemon.server import Connection, Daemon
@@ -87,8 +87,11 @@ async def show(d: Daemon, conn: Connection, msg: dict) -> dict:
     job = d.store.get(p.arg(msg, "job", str))
     files = {name: str(job.path / name) for name in (jobdir.CONFIG, jobdir.EVENTS, jobdir.ENGINE_LOG)}
     latest = job.latest()
+    # Sizes only (hashes are checked when a run resumes): quick even for many large checkpoints.
+    found = await asyncio.to_thread(checkpoints.states, Path(job.output_dir), False) if job.output_dir else []
     return {"job": {**job.record(), **job.summary()}, "files": files,
-            "progress": latest["progress"], "checkpoint": latest["checkpoint"]}
+            "progress": latest["progress"], "checkpoint": latest["checkpoint"],
+            "checkpoints": [{"step": c.step, "path": str(c.path), "problem": c.problem} for c in found]}
 
 
 async def logs(d: Daemon, conn: Connection, msg: dict) -> dict:

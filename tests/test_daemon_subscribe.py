@@ -229,3 +229,25 @@ def test_a_subscriber_that_stops_reading_is_cut_off_and_the_others_go_on(impatie
     assert got == list(range(1, 202))
     wait_for(lambda: "disconnecting it" in paths.daemon_log().read_text(), 20, what="the stuck client to be cut off")
     stuck.close()
+
+
+def test_show_lists_the_jobs_checkpoints_with_their_state(played):
+    import json
+    import sys
+
+    import torch
+    from safetensors.torch import save_file
+
+    from tuner.engine import checkpoints
+
+    out = paths.jobs_dir() / JOB / "out"
+    for step in (2, 4):
+        folder = out / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        save_file({"w": torch.ones(256)}, str(folder / "trainable.safetensors"))
+        (folder / checkpoints.MARKER).write_text(json.dumps({"step": step, "files": checkpoints.manifest(folder)}))
+    (out / "checkpoint-4" / "trainable.safetensors").write_bytes(b"cut")
+    shown = subprocess.run([sys.executable, "-m", "tuner.daemon.cli", "show", JOB], capture_output=True, text=True)
+    lines = [line for line in shown.stdout.splitlines() if "checkpoint:" in line]
+    assert len(lines) == 2 and lines[0].endswith("(whole)")
+    assert "checkpoint-4  (DAMAGED: trainable.safetensors is 3 bytes" in lines[1]
