@@ -1,5 +1,5 @@
 """A rich live view of a job's event stream: state, progress, loss, lr, speed, ETA, memory, the
-latest preview and validation files, the last log lines. Torch-free: `tuner train` feeds it the
+latest preview and validation samples (as files and as pictures), the last log lines. Torch-free: `tuner train` feeds it the
 engine's events directly, `tunerd attach` the daemon's subscription messages; both are folded by
 the same `JobView` the TUI's monitor uses, so this file only draws."""
 from __future__ import annotations
@@ -14,10 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 from tuner.engine.event_fold import JobView, duration
+from tuner.engine.thumbnails import half_blocks
 
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 48
 VALIDATIONS_SHOWN = 3
+PICTURE_WIDTH = 20  # columns per picture: three samples and a preview fit 100 columns
 
 
 def _size(n: float | None) -> str:
@@ -49,7 +51,8 @@ def sparkline(values: Sequence[float], width: int = SPARK_WIDTH) -> str:
 class LiveView:
     """Draws a `JobView` as one rich panel; `feed`/`feed_message` fold events into it."""
 
-    def __init__(self, title: str = "tuner", subtitle: str | None = None, log_lines: int = 8):
+    def __init__(self, title: str = "tuner", subtitle: str | None = None, log_lines: int = 8, pictures: bool = True):
+        self.pictures = pictures
         self.title = title
         self.subtitle = subtitle
         self.log_lines = log_lines
@@ -103,5 +106,26 @@ class LiveView:
         if j.checkpoint:
             files.add_row("checkpoint", f"step {j.checkpoint.get('step')}: {j.checkpoint.get('path')}")
         logs = Text("\n".join(list(j.log)[-self.log_lines:]), style="dim")
-        return Panel(Group(head, bar, stats, files, logs), title=self.title, subtitle=self.subtitle,
+        parts = [head, bar, stats, files]
+        if self.pictures:
+            parts.append(self._pictures())
+        return Panel(Group(*parts, logs), title=self.title, subtitle=self.subtitle,
                      border_style="red" if j.errors else "cyan")
+
+    def _pictures(self) -> Table:
+        """The latest validation samples (a video's still strip) and the preview, drawn in the terminal."""
+        shown = []
+        for nickname, event in self.job.latest_validations(VALIDATIONS_SHOWN):
+            image = next((path for path in event.get("paths") or [] if str(path).endswith(".png")), None)
+            picture = half_blocks(image, PICTURE_WIDTH) if image else None
+            if picture is not None:
+                shown.append((picture, f"{nickname}, step {event.get('step')}"))
+        if self.job.preview and self.job.preview.get("path"):
+            picture = half_blocks(self.job.preview["path"], PICTURE_WIDTH)
+            if picture is not None:
+                shown.append((picture, f"preview {self.job.preview.get('k')}/{self.job.preview.get('n')}"))
+        grid = Table.grid(padding=(0, 2))
+        if shown:
+            grid.add_row(*(picture for picture, _ in shown))
+            grid.add_row(*(Text(caption, style="dim", overflow="ellipsis", no_wrap=True) for _, caption in shown))
+        return grid

@@ -106,3 +106,20 @@ async def test_attach_and_the_monitor_fold_one_stream_into_the_same_state(monkey
     text = rendered(live)
     for expected in ("25/30", "0:00:35", "/v/25/red.png", "/v/15/blue.png", "stopped on request"):
         assert expected in text, expected
+
+
+def test_attach_draws_the_latest_samples_as_pictures_in_the_terminal(tmp_path):
+    from PIL import Image, ImageDraw
+
+    red = tmp_path / "red_circle-64x64.png"
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).ellipse((16, 16, 48, 48), fill=(220, 20, 20))
+    image.save(red)
+    live = LiveView(title="tunerd attach j1")
+    live.feed({"seq": 1, "type": "validation", "step": 40, "nickname": "red_circle", "paths": [str(red)]})
+    console = Console(width=100, file=io.StringIO(), record=True, color_system="truecolor")
+    console.print(live)
+    text, styled = console.export_text(clear=False), console.export_text(styles=True)
+    assert "red_circle, step 40" in text and text.count("▀") == 20 * 10  # 20 columns, 20 pixel rows
+    assert "220;20;20" in styled or "rgb(220,20,20)" in styled  # the circle's red reaches the terminal
+    assert "255;255;255" in styled  # and the white background
