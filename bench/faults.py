@@ -88,24 +88,30 @@ def fault_engine_kill(work: Path, model: Path, steps: int, kills: int, reference
 
 
 def fault_truncated(work: Path, model: Path, steps: int, reference: str) -> str:
+    from tuner.engine import jobdir
+
     config = make_config(work / "truncated", model, steps)
     job = job_from(config, work / "truncated" / "job")
-    data = json.loads((job / "config.json").read_text())
-    data["max_train_steps"] = steps - 4  # stop one checkpoint before the end ...
-    (job / "config.json").write_text(json.dumps(data))
-    assert engine(job).wait() == 0
+    proc = engine(job)
+    # Stopped three quarters in (a checkpoint at that step), then its newest checkpoint is cut short.
+    while proc.poll() is None:
+        steps_seen = [json.loads(line).get("step", 0) for line in (job / "events.jsonl").read_text().splitlines()
+                      if '"progress"' in line] if (job / "events.jsonl").exists() else []
+        if steps_seen and steps_seen[-1] >= steps * 3 // 4:
+            jobdir.request(job, "stop")
+            break
+        time.sleep(0.2)
+    proc.wait()
     output = work / "truncated" / "output"
     newest = max(output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     victim = newest / "trainable.safetensors"
-    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 3])  # ... and cut its newest short
-    data["max_train_steps"] = steps
-    (job / "config.json").write_text(json.dumps(data))
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 3])
     code = engine(job).wait()
     said = [json.loads(line)["message"] for line in (job / "events.jsonl").read_text().splitlines()
             if "skipped checkpoint" in line]
     same = weights_digest(output) == reference
-    return (f"truncated: {newest.name} cut to a third; exit {code}; "
-            f"{'skipped with a message' if said else 'NOT SAID'}; final weights "
+    return (f"truncated: stopped at {newest.name}, then cut it to a third; the resumed run exited {code}, "
+            f"{'skipped it with a message' if said else 'NOT SAID'}; final weights "
             f"{'bit-identical' if same else 'DIFFERENT'} to the uninterrupted run")
 
 
@@ -227,7 +233,7 @@ def fault_stalled(work: Path, model: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--only", default="engine-kill,daemon-kill,truncated,full-disk,stalled")
     args = parser.parse_args()
     only = set(args.only.split(","))
