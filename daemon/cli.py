@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dir", default="demo-runs/sana-tiny", help="where the demo writes (default: %(default)s)")
     sp.add_argument("--steps", type=int, help="override max_train_steps")
     sp.add_argument("--no-attach", action="store_true", help="submit and return without watching")
+    sp = add("web", "the monitor in a browser: the jobs, live progress, loss, samples and log")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s; any other "
+                    "needs the printed access token)")
+    sp.add_argument("--port", type=int, default=8765, help="port (default %(default)s)")
     add("rm", "delete a job that is not running (its outputs stay unless --outputs)", job=True).add_argument(
         "--outputs", action="store_true", help="also delete the job's output_dir")
     return parser
@@ -237,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from tuner.daemon.demo import run_demo
             return run_demo(args)
+        if args.command == "web":
+            from tuner.daemon.web import command as web
+            return web(args.host, args.port)
         with Client() as client:
             reply = VERB_COMMANDS[args.command](client, args)
         if args.json and reply is not None:

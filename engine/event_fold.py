@@ -155,6 +155,19 @@ class JobView:
         return str(paths[0]) if paths else None
 
 
+    def snapshot(self, validations: int = 6, log_lines: int = 40) -> dict[str, Any]:
+        """Everything a web page draws, as JSON-ready values (the browser only renders it)."""
+        return {
+            "state": self.state, "reason": self.reason, "phase": self.phase, "message": self.message,
+            "step": self.step, "total": self.total, "eta": duration(self.eta_s), "progress": self.progress,
+            "losses": list(self.losses), "engine_memory": self.engine_memory, "rss": self.rss,
+            "gpu_memory": self.gpu_memory, "cache": self.cache, "preview": self.preview,
+            "validations": [{"nickname": nick, **event} for nick, event in self.latest_validations(validations)],
+            "checkpoint": self.checkpoint, "result": self.result, "errors": self.errors,
+            "log": list(self.log)[-log_lines:], "ended": self.ended,
+        }
+
+
 def duration(seconds: float | None) -> str:
     """H:MM:SS, or '-' when unknown."""
     if not isinstance(seconds, (int, float)) or seconds < 0:
