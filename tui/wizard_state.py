@@ -12,11 +12,17 @@ from pathlib import Path
 from typing import Any
 
 from tuner.engine import families
-from tuner.engine.config import ConfigBundle, Issue, check_data, job_files, load_bundle
+from tuner.engine.config import (
+    ConfigBundle, ConfigError, DatasetConfig, Issue, TrainConfig, check_data, display, resolve_path,
+)
+from tuner.engine.config.as_written import (
+    datasets_in_user_spelling, in_user_spelling, read_as_written, typed, user_key,
+)
+from tuner.engine.config.io import DATASET_RENAMED, RENAMED
 from tuner.engine.config.issues import FILE_KEY
-from tuner.engine.config.jobfiles import FILE_NAMES
+from tuner.engine.config.jobfiles import DATASET_PATH_KEYS, FILE_NAMES, MODEL_KEYS, TRAIN_PATH_KEYS
 from tuner.engine.families import TRAINING_KEYS, TRAINING_LABELS
-from tuner.engine.jobdir import CONFIG, DATABACKEND
+from tuner.engine.jobdir import CONFIG, DATABACKEND, PROMPT_LIBRARY
 from tuner.presets import apply_preset
 
 TEXT_EMBEDS_ID = "text-embeds"
@@ -41,6 +47,14 @@ def new_dataset(index: int = 0) -> dict[str, Any]:
             "crop_style": "center", "repeats": 0}
 
 
+def _entered(model: type, key: str, value: Any) -> bool:
+    """Whether a value is set: an emptied field is not, unless "" is what the key holds by default (a user's
+    file may say so); a key tuner does not read keeps what the user's file holds."""
+    if key not in model.model_fields:
+        return True
+    return value is not None and (value != "" or model.model_fields[key].default == "")
+
+
 @dataclass
 class WizardState:
     """Everything entered so far; steps read their fields from here and write them back on leaving."""
@@ -57,6 +71,9 @@ class WizardState:
     planned: bool = False
     config_folder: str = ""
     detected: dict[str, Any] | None = None   # the probe's result, kept while a planned machine is shown
+    found: list[Issue] = field(default_factory=list)   # an opened folder's problems, until a step re-checks them
+    original: dict[str, Any] | None = None   # an opened folder's config and datasets as the user wrote them
+    respelled: dict[str, str] = field(default_factory=dict)   # config keys the user renamed on Review: old → new
 
     def __post_init__(self) -> None:
         if self.detected is None and self.hardware is not None and self.hardware.get("platform") != "planned":
@@ -97,13 +114,13 @@ class WizardState:
     def data(self) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str]]:
         """The three files' contents as entered, with the wizard's defaults (caches, a text-embed dataset)."""
         output = Path(self.config.get("output_dir") or "output").expanduser()
-        config = {k: v for k, v in self.config.items() if v is not None and v != ""}
+        config = {k: v for k, v in self.config.items() if _entered(TrainConfig, k, v)}
         # The companions are the files beside config.json; job_files names them when writing.
         for key in ("data_backend_config", "user_prompt_library"):
             config.pop(key, None)
         datasets = []
         for ds in self.pixel_datasets():
-            entry = {k: v for k, v in ds.items() if v is not None and v != ""}
+            entry = {k: v for k, v in ds.items() if _entered(DatasetConfig, k, v)}
             entry.setdefault("cache_dir_vae", str(output / "cache" / "vae" / entry["id"]))
             datasets.append(entry)
         embeds = [d for d in self.datasets if d.get("dataset_type") == "text_embeds"]
@@ -114,6 +131,21 @@ class WizardState:
     def files(self) -> dict[str, str]:
         """The values as entered, one JSON text per file: what the review shows."""
         return {name: json.dumps(data, indent=2) + "\n" for name, data in zip(FILE_NAMES, self.data())}
+
+    def in_user_spelling(self, files: dict[str, Any]) -> dict[str, Any]:
+        """job_files' contents for an opened folder in the user's own spelling (`--` keys, their text for values
+        that did not change, the SimpleTuner options tuner ignores); a new config's are returned as they are."""
+        if self.original is None:
+            return files
+        config, datasets, _prompts = self.data()
+        kept = {k: v for k, v in config.items() if k not in TrainConfig.model_fields}
+        kept_datasets = [{k: v for k, v in d.items() if k not in DatasetConfig.model_fields} for d in datasets]
+        original = self.original.get(CONFIG)
+        return {**files,
+                CONFIG: in_user_spelling(files[CONFIG], kept, original if isinstance(original, dict) else {},
+                                         TrainConfig, RENAMED, self.respelled),
+                DATABACKEND: datasets_in_user_spelling(files[DATABACKEND], kept_datasets, self.original.get(DATABACKEND),
+                                                       DatasetConfig, DATASET_RENAMED)}
 
     def check(self) -> tuple[ConfigBundle | None, list[Issue]]:
         """The engine's check of these values, in memory (errors first); the bundle is None on any error.
@@ -136,18 +168,75 @@ class WizardState:
 
 
 def from_folder(folder: str | Path, hardware: dict[str, Any]) -> WizardState:
-    """A wizard state from an existing config folder (tuner's or SimpleTuner's); raises ConfigError."""
-    bundle = load_bundle(folder)
-    # The values as a job would hold them: the keys the user set, their paths made absolute.
-    files = job_files(bundle, folder)
-    config = files[CONFIG]
+    """A wizard state from an existing config folder (tuner's or SimpleTuner's), problems and all.
+
+    Each problem the engine finds is kept in `found`, for the step whose field fixes it. The values
+    are the user's, typed where they are valid and as written where not (a field then shows them with
+    their message); paths are made absolute as job_files does. Raises ConfigError only when there is
+    nothing to open: no config file, or one that is not a JSON or TOML object.
+    """
+    written = read_as_written(folder)
+    if not isinstance(written.config, dict):
+        raise ConfigError(written.issues or [Issue("error", str(folder), FILE_KEY, "expected a JSON object")])
+    config_path = written.config_path
+    here = Path.cwd()
+    _bundle, issues = check_data(written.config, written.datasets, written.prompts, base_dir=here,
+                                 config_path=config_path, databackend_path=written.databackend_path,
+                                 prompts_path=written.prompts_path)
+
+    def resolve(value: Any) -> str:
+        return str(resolve_path(str(value), here, config_path.parent))
+
+    config = _as_entered(written.config, TrainConfig, RENAMED)
     for key in ("data_backend_config", "user_prompt_library"):
         config.pop(key, None)
-    config.setdefault("model_family", bundle.train.model_family)
-    config.setdefault("pretrained_model_name_or_path", bundle.train.base_model())
-    config.setdefault("output_dir", str(bundle.resolve(bundle.train.output_dir)))
-    datasets = files[DATABACKEND]
+    for key in TRAIN_PATH_KEYS:
+        if isinstance(config.get(key), str) and config[key].strip():
+            config[key] = resolve(config[key])
+    resume = config.get("resume_from_checkpoint")
+    if isinstance(resume, str) and resume.strip() and resume != "latest":
+        config["resume_from_checkpoint"] = resolve(resume)
+    for key in MODEL_KEYS:
+        value = config.get(key)
+        if isinstance(value, str) and value and not Path(value).is_absolute() and Path(resolve(value)).exists():
+            config[key] = resolve(value)
+    config.setdefault("model_family", TrainConfig.model_fields["model_family"].default)
+    family = config["model_family"] if config["model_family"] in {c.name for c in families.cards()} else None
+    if family:
+        config.setdefault("pretrained_model_name_or_path", families.card(family).default_model)
+    config.setdefault("output_dir", resolve(TrainConfig.model_fields["output_dir"].default))
+    datasets = []
+    for entry in written.datasets if isinstance(written.datasets, list) else []:
+        if isinstance(entry, dict):
+            entry = _as_entered(entry, DatasetConfig, DATASET_RENAMED)
+            for key in DATASET_PATH_KEYS:
+                if isinstance(entry.get(key), str) and entry[key].strip():
+                    entry[key] = resolve(entry[key])
+            datasets.append(entry)
     if not any(d.get("dataset_type", "image") != "text_embeds" for d in datasets):
         datasets.insert(0, new_dataset())
-    return WizardState(hardware=hardware, config=config, datasets=datasets,
-                       prompts=copy.deepcopy(bundle.prompts), config_folder=str(Path(folder).absolute()))
+    prompts = copy.deepcopy(written.prompts) if isinstance(written.prompts, dict) else {}
+    where = config_path.parent if Path(folder).is_file() else Path(folder)
+    # Issues name the files as the user's folder does; the steps know them by role.
+    roles = {display(config_path): CONFIG}
+    if written.databackend_path is not None:
+        roles[display(written.databackend_path)] = DATABACKEND
+    if written.prompts_path is not None:
+        roles[display(written.prompts_path)] = PROMPT_LIBRARY
+    found = [Issue(i.level, roles.get(i.file, i.file), i.key, i.message) for i in written.issues + issues]
+    return WizardState(hardware=hardware, config=config, datasets=datasets, prompts=prompts,
+                       config_folder=str(where.absolute()), found=found,
+                       original={CONFIG: written.config, DATABACKEND: written.datasets})
+
+
+def _as_entered(raw: dict[str, Any], model: type, renamed: dict[str, str]) -> dict[str, Any]:
+    """A file's keys without `--` and old names, each value typed where the model accepts it, else as written."""
+    entered: dict[str, Any] = {}
+    for raw_key, value in raw.items():
+        key = user_key(raw_key)
+        key = renamed.get(key, key)
+        if key in model.model_fields:
+            ok, value_typed = typed(model, key, value)
+            value = value_typed if ok else value
+        entered[key] = value
+    return entered

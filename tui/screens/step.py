@@ -10,6 +10,8 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from tuner.engine.config import Issue
+from tuner.engine.jobdir import CONFIG
 from tuner.tui.crash import Guarded
 from tuner.tui.widgets.field_row import FieldRow, brief
 from tuner.tui.wizard_state import WizardState
@@ -33,6 +35,12 @@ class StepScreen(Guarded, Screen):
         Binding("escape", "back", "Back", show=False),
     ]
     INDEX = 0
+    FILE = CONFIG   # the file whose keys this step's fields edit
+
+    @classmethod
+    def labels(cls) -> dict[str, str]:
+        """The keys this step has a field for, with the field's label."""
+        return {}
 
     def __init__(self, state: WizardState):
         super().__init__()
@@ -55,6 +63,22 @@ class StepScreen(Guarded, Screen):
         self.call_after_refresh(self.focus_first)
         what = f"Editing {self.state.config_folder}" if self.state.config_folder else "New training"
         self.title = f"{what} — step {self.INDEX + 1} of {len(STEP_TITLES)}: {STEP_TITLES[self.INDEX]}"
+        found = self.found_here()
+        if found:
+            self.show_problems([problem for _issue, problem in found])
+
+    def field_key(self, issue: Issue) -> str | None:
+        """The key of this step's field an opened folder's issue is about, or None."""
+        if issue.file != self.FILE:
+            return None
+        key = issue.key.split(".")[0]
+        return key if key in self.labels() else None
+
+    def found_here(self) -> list[tuple[Issue, Problem]]:
+        """The opened folder's errors that this step's fields fix, each with its problem at the field."""
+        rows = {row.key for row in self.query(FieldRow)}
+        return [(issue, Problem(key, issue.message)) for issue in self.state.found
+                if issue.level == "error" and (key := self.field_key(issue)) in rows]
 
     def focus_first(self) -> None:
         """Put the cursor in the step's first input, so typing starts there."""
@@ -95,6 +119,9 @@ class StepScreen(Guarded, Screen):
         if problems:
             self.focus_problem(problems)
             return
+        # Checked again by this step's own save: the folder's findings for its fields are settled.
+        settled = [issue for issue, _problem in self.found_here()]
+        self.state.found = [issue for issue in self.state.found if issue not in settled]
         from tuner.tui.screens.wizard import next_step
         self.app.push_screen(next_step(self.INDEX, self.state))
 

@@ -11,6 +11,7 @@ from textual.widgets import Input, Label, Select, Switch
 
 from tuner.engine import families
 from tuner.engine.config import DatasetConfig, VideoConfig, parse_datasets
+from tuner.engine.jobdir import DATABACKEND
 from tuner.tui.screens.step import Problem, StepScreen
 from tuner.tui.widgets.config_form import ConfigField, form_values, own_problems
 from tuner.tui.widgets.field_row import FieldRow
@@ -21,6 +22,7 @@ from tuner.tui.wizard_state import new_dataset
 KEYS = ("id", "caption_strategy", "instance_prompt", "resolution", "crop", "crop_aspect", "crop_style",
         "repeats", "is_regularisation_data")
 VIDEO_KEYS = ("num_frames", "min_frames", "max_frames")
+FOLDER_LABEL = "Folder (Ctrl+F browses)"
 
 
 class DatasetStep(StepScreen):
@@ -32,7 +34,24 @@ class DatasetStep(StepScreen):
         Binding("ctrl+r", "fix_repeats", "Fix repeats", priority=True),
         Binding("ctrl+a", "add", "Add dataset", priority=True),
         Binding("ctrl+o", "other", "Next dataset", priority=True),
+        Binding("ctrl+k", "drop_unknown", "Remove unknown keys", priority=True),
     ]
+
+    FILE = DATABACKEND
+
+    @classmethod
+    def labels(cls) -> dict[str, str]:
+        return {"instance_data_dir": FOLDER_LABEL, **{key: key for key in KEYS},
+                **{key: f"video {key}" for key in VIDEO_KEYS}}
+
+    def field_key(self, issue) -> str | None:
+        # The datasets file's issues are keyed "<id>.<key>" (or "#<n>.<key>" for an entry without an id).
+        if issue.file != DATABACKEND:
+            return None
+        owner, _, rest = issue.key.partition(".")
+        mine = {str(self.dataset.get("id")), f"#{self.state.datasets.index(self.dataset) + 1}"}
+        key = rest.rsplit(".", 1)[-1]
+        return key if owner in mine and key in self.labels() else None
 
     def __init__(self, state):
         super().__init__(state)
@@ -49,7 +68,7 @@ class DatasetStep(StepScreen):
         ds = self.dataset
         count = len(self.state.pixel_datasets())
         yield Label(f"Dataset {self.current + 1} of {count}", classes="help")
-        yield FieldRow("instance_data_dir", "Folder (Ctrl+F browses)",
+        yield FieldRow("instance_data_dir", FOLDER_LABEL,
                        PathInput(str(ds.get("instance_data_dir") or ""), id="folder"))
         for key in KEYS:
             yield ConfigField(DatasetConfig, key, ds.get(key))
@@ -105,6 +124,29 @@ class DatasetStep(StepScreen):
         if message.key == self.report_key:
             self.report = message.report
 
+    def unknown_keys(self) -> list[list[str]]:
+        """The current dataset's keys tuner does not know (no field can fix them), as paths into the entry."""
+        _, issues = parse_datasets([self.entry()])
+        return [i.key.split(".")[1:] for i in issues if i.level == "error" and i.message.startswith("unknown key")]
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "drop_unknown":
+            return bool(self.is_mounted and self.query(FieldRow) and self.unknown_keys())
+        return True
+
+    def action_drop_unknown(self) -> None:
+        entry = self.entry()
+        dropped = []
+        for path in self.unknown_keys():
+            holder = entry.get("video") if len(path) == 2 and isinstance(entry.get("video"), dict) else entry
+            holder.pop(path[-1], None)
+            dropped.append(".".join(path))
+        index = self.state.datasets.index(self.dataset)
+        self.state.datasets[index] = entry
+        self.notify(f"removed {', '.join(dropped)}" if dropped else "no unknown keys")
+        self.refresh_bindings()
+        self.show_problems(self.save())
+
     def action_fix_repeats(self) -> None:
         if self.report is not None and self.report.suggested_repeats is not None:
             self.query_one("#in-repeats", Input).value = str(self.report.suggested_repeats)
@@ -144,7 +186,9 @@ class DatasetStep(StepScreen):
         problems = [Problem(i.key.rsplit(".", 1)[-1], i.message) for i in issues if i.level == "error"]
         problems += [Problem(k, message) for k, message in own_problems(self).items()]
         if not problems:
-            entry = {k: v for k, v in parsed[0].model_dump(mode="json", exclude_unset=True).items()}
+            # Typed values, and the keys tuner does not read kept as they were (written back as the user had them).
+            loose = {k: v for k, v in entry.items() if k not in DatasetConfig.model_fields}
+            entry = {**loose, **parsed[0].model_dump(mode="json", exclude_unset=True)}
         index = self.state.datasets.index(self.dataset)
         self.state.datasets[index] = entry
         if problems:

@@ -48,6 +48,11 @@ class HardwareStep(StepScreen):
             self.hardware = hardware
 
     def body(self) -> ComposeResult:
+        errors = [i for i in self.state.found if i.level == "error"]
+        if errors:
+            from tuner.tui.screens.wizard import found_summary
+
+            yield Static(found_summary(self.state.config_folder, errors), id="found", classes="note")
         hw = self.state.hardware
         yield Static(hardware_table(hw) if hw is not None else "probing GPUs…", id="hw-table")
         for note in (self.state.hardware or {}).get("notes", []):

@@ -24,11 +24,19 @@ class ModelStep(StepScreen):
 
     INDEX = 1
 
+    @classmethod
+    def labels(cls) -> dict[str, str]:
+        return {"model_family": "Model family", "pretrained_model_name_or_path": "Model id or local folder",
+                "model_type": "Training type"}
+
     def body(self) -> ComposeResult:
-        family = self.state.family
+        # An opened file may name a family no card has: the choice starts blank, and the field says so.
+        known = self.state.family in {card.name for card in families.cards()}
+        family = self.state.family if known else families.cards()[0].name
         yield FieldRow("model_family", "Model family",
-                       Select([(card.label, card.name) for card in families.cards()], value=family,
-                              allow_blank=False, compact=True, id="family"))
+                       Select([(card.label, card.name) for card in families.cards()],
+                              value=family if known else Select.NULL, allow_blank=not known, compact=True,
+                              id="family"))
         model = self.state.config.get("pretrained_model_name_or_path") or families.card(family).default_model
         yield FieldRow("pretrained_model_name_or_path", "Model id or local folder",
                        PathInput(str(model), id="model",
@@ -43,6 +51,8 @@ class ModelStep(StepScreen):
 
     @on(Select.Changed, "#family")
     async def family_changed(self, event: Select.Changed) -> None:
+        if event.value is Select.NULL:
+            return
         family = str(event.value)
         model = self.query_one("#model", PathInput)
         if model.value in {c.default_model for c in families.cards()}:
@@ -56,6 +66,9 @@ class ModelStep(StepScreen):
         self.query_one("#model-help", Static).update(families.card(family).note)
 
     def save(self) -> list[Problem]:
+        if self.query_one("#family", Select).value is Select.NULL:
+            return [Problem("model_family", f"got {self.state.family!r}; choose one of "
+                                            f"{', '.join(card.name for card in families.cards())}")]
         family = str(self.query_one("#family", Select).value)
         model = self.query_one("#model", PathInput).value.strip()
         kind = str(self.query_one("#training", Select).value)

@@ -19,7 +19,10 @@ from tuner.tui.folders import short
 from tuner.tui.screens.step import Problem, StepScreen
 from tuner.tui.widgets.field_row import FieldRow, brief
 from tuner.tui.widgets.path_input import PathInput
-from tuner.engine.config import job_files, write_job_files
+from tuner.engine.config import TrainConfig, job_files, write_job_files
+from tuner.engine.jobdir import CONFIG
+from tuner.tui.screens.wizard import field_place
+from tuner.tui.widgets.loose_keys import LooseKey, LooseKeys
 from tuner.tui.wizard_state import FILE_NAMES
 
 
@@ -73,11 +76,15 @@ class ReviewStep(StepScreen):
                                                   (Path(self.state.config["output_dir"]).name + "-config"))
         yield FieldRow("target", "Write the config to", PathInput(default, id="target"))
         yield Static(Text("checking…", style="dim"), id="verdict")
+        yield LooseKeys(id="loose")
         with TabbedContent(id="files"):
             for name in FILE_NAMES:
                 with TabPane(name, id=f"tab-{name.split('.')[0]}"):
-                    yield Static(Syntax(self.files[name], "json", theme="ansi_dark" if self.app.current_theme.dark else "ansi_light", word_wrap=True),
-                                 id=f"show-{name.split('.')[0]}", classes="file")
+                    yield Static(self._shown(name), id=f"show-{name.split('.')[0]}", classes="file")
+
+    def _shown(self, name: str) -> Syntax:
+        theme = "ansi_dark" if self.app.current_theme.dark else "ansi_light"
+        return Syntax(self.files[name], "json", theme=theme, word_wrap=True)
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -88,8 +95,12 @@ class ReviewStep(StepScreen):
         self.post_message(self.Checked(*self.state.check()))
 
     @on(Checked)
-    def checked(self, message: Checked) -> None:
+    async def checked(self, message: Checked) -> None:
         self.bundle, self.issues = message.bundle, message.issues
+        loose = [LooseKey(i.key, self.state.config[i.key], i.level, i.message) for i in message.issues
+                 if i.file == CONFIG and i.key in self.state.config and field_place(CONFIG, i.key) is None]
+        renamable = {k for k in TrainConfig.model_fields if k not in self.state.config}
+        await self.query_one(LooseKeys).show(loose, renamable)
         errors = [i for i in message.issues if i.level == "error"]
         text = Text()
         if errors:
@@ -102,6 +113,21 @@ class ReviewStep(StepScreen):
                         style="red" if issue.level == "error" else "yellow")
         self.query_one("#verdict", Static).update(text)
 
+    @on(LooseKeys.Fixed)
+    def fix_loose(self, message: LooseKeys.Fixed) -> None:
+        if message.key not in self.state.config:
+            return   # a second press on a row already fixed
+        value = self.state.config.pop(message.key)
+        if message.to is not None:
+            self.state.config[message.to] = value
+            self.state.respelled[message.key] = message.to
+        self.notify(f"{message.key} renamed to {message.to}" if message.to else f"{message.key} removed")
+        self.files = self.state.files()
+        for name in FILE_NAMES:
+            self.query_one(f"#show-{name.split('.')[0]}", Static).update(self._shown(name))
+        self.issues = None   # until the check of the changed values comes back
+        self.run_check()
+
     def _write(self) -> Path | None:
         if self.issues is None:
             self.show_problems([Problem("", "the check is still running")])
@@ -113,13 +139,14 @@ class ReviewStep(StepScreen):
         try:
             clash = [n for n in FILE_NAMES if (target / n).exists()]
             kept = keep_originals(target, clash)
-            write_job_files(job_files(self.bundle, target), target)
+            write_job_files(self.state.in_user_spelling(job_files(self.bundle, target)), target)
         except OSError as e:  # a folder that cannot be made or written (/proc/x, no permission, disk full)
             self.show_problems([Problem("target", f"cannot write the config to {short(target)}: {e.strerror or e}; "
                                                   "choose another folder")])
             return None
         self.state.config_folder = str(target)
         self.notify(f"wrote {', '.join(FILE_NAMES)} to {target}"
+                    + (", in your own spelling (your -- keys and options kept)" if self.state.original else "")
                     + (f"; your originals are kept as {', '.join(p.name for p in kept)}" if kept else "")
                     + (f" (replaced {', '.join(clash)})" if clash else ""))
         self.show_problems([])

@@ -46,6 +46,10 @@ class ValidationStep(StepScreen):
     INDEX = 4
     BINDINGS = [Binding("ctrl+l", "portraits", "Portrait prompts", priority=True)]
 
+    @classmethod
+    def labels(cls) -> dict[str, str]:
+        return {key: LABELS.get(key, key) for key in VALIDATION_KEYS}
+
     def body(self) -> ComposeResult:
         for key in VALIDATION_KEYS:
             yield ConfigField(TrainConfig, key, self.state.config.get(key), label=LABELS.get(key))
@@ -87,6 +91,10 @@ class TrainingStep(StepScreen):
     """Length, optimizer, batch, checkpoints, EMA, precision, memory savers and where results go."""
 
     INDEX = 5
+
+    @classmethod
+    def labels(cls) -> dict[str, str]:
+        return {key: LABELS.get(key, key) for key in TRAINING_KEYS}
 
     def body(self) -> ComposeResult:
         for key in TRAINING_KEYS:

@@ -3,8 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
+
 from tuner.engine.config import parse_train_config
+from tuner.engine.jobdir import DATABACKEND
 from tuner.tui.screens.step import Problem
+from tuner.tui.widgets.field_row import brief
 from tuner.tui.wizard_state import WizardState
 
 
@@ -47,3 +51,35 @@ def save_config_keys(state: WizardState, values: dict[str, Any], *, commit: bool
             # The model's typed value: "4" typed into a number field is written as 4.
             state.config[key] = parsed.get(key, value)
     return []
+
+
+def field_place(file: str, key: str) -> tuple[str, str] | None:
+    """(the step's title, the field's label) where a file's key is edited; None for a key no step has a field for.
+
+    `key` is an issue's key: "learning_rate" in config.json, "<dataset id>.resolution" in the datasets file.
+    """
+    from tuner.tui.screens.step import STEP_TITLES
+
+    name = key.split(".")[0] if file != DATABACKEND else key.partition(".")[2].rsplit(".", 1)[-1]
+    for step in steps():
+        if step.FILE == file and name in step.labels():
+            return STEP_TITLES[step.INDEX], step.labels()[name]
+    return None
+
+
+def found_summary(folder: str, issues: list) -> Text:
+    """An opened folder's errors, each with the step and field that fix it (Review for a key without one)."""
+    text = Text(f"{folder} has {len(issues)} problem{'s' if len(issues) != 1 else ''} to fix; each is marked at its "
+                "field:\n", style="bold")
+    for issue in issues:
+        place = field_place(issue.file, issue.key)
+        if place is None and issue.file == DATABACKEND:
+            where = f"Dataset › {issue.key} (Ctrl+K there removes an unknown key)"
+        elif place is None:
+            where = f"Review › {issue.key}"
+        elif issue.file == DATABACKEND:
+            where = f"{place[0]} › {place[1]} ({issue.key.partition('.')[0]})"
+        else:
+            where = f"{place[0]} › {place[1]}"
+        text.append(f"  • {where}: {brief(issue.message)}\n")
+    return text

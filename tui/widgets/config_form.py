@@ -38,9 +38,18 @@ class ConfigField(FieldRow):
                  choices: list[Any] | None = None):
         info = field_info(model, key)
         self.info = info
+        self.was_set = value is not None
         self.initial = value if value is not None else info["default"]
         self.choices = choices or info["choices"]
         super().__init__(key, label or key, _input_for(key, info, self.initial, self.choices))
+
+    def on_mount(self) -> None:
+        self.start = self.value
+
+    @property
+    def touched(self) -> bool:
+        """Whether the key belongs in the config: it was set, or the user changed the default shown."""
+        return self.was_set or self.value != self.start
 
     @property
     def value(self) -> Any:
@@ -67,8 +76,9 @@ class ConfigField(FieldRow):
 
 
 def form_values(root: Widget) -> dict[str, Any]:
-    """Every ConfigField under `root`, as {key: value}."""
-    return {f.key: f.value for f in root.query(ConfigField)}
+    """The ConfigFields under `root` that belong in the config, as {key: value}: a default the user left alone
+    stays out, so it is not written into their file as if they had chosen it."""
+    return {f.key: f.value for f in root.query(ConfigField) if f.touched}
 
 
 def own_problems(root: Widget) -> dict[str, str]:
