@@ -74,10 +74,24 @@ class WizardState:
     found: list[Issue] = field(default_factory=list)   # an opened folder's problems, until a step re-checks them
     original: dict[str, Any] | None = None   # an opened folder's config and datasets as the user wrote them
     respelled: dict[str, str] = field(default_factory=dict)   # config keys the user renamed on Review: old → new
+    write_to: str = ""   # the folder typed on Review for the config files, kept when going back and forth
+    started: str = field(default="", repr=False)   # snapshot() when the wizard opened
 
     def __post_init__(self) -> None:
         if self.detected is None and self.hardware is not None and self.hardware.get("platform") != "planned":
             self.detected = self.hardware
+        self.started = self.snapshot()
+
+    def snapshot(self) -> str:
+        """What the user has entered, as text: equal snapshots mean nothing was entered in between."""
+        return json.dumps([self.config, self.datasets, self.prompts, self.preset, self.planned,
+                           self.hardware if self.planned else None, self.respelled, self.write_to],
+                          sort_keys=True, default=str)
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything was entered since the wizard opened (leaving would lose it)."""
+        return self.snapshot() != self.started
 
     @property
     def family(self) -> str:

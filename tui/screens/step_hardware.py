@@ -85,6 +85,19 @@ class HardwareStep(StepScreen):
         for wid in ("#vram", "#gpus", "#bf16"):
             self.query_one(wid).disabled = not event.value
 
+    def action_back(self) -> None:
+        # The first step's Back leaves the wizard: ask first when that would lose what was entered.
+        from tuner.tui.screens.confirm import Confirm
+
+        self.keep()
+        if not self.state.changed:
+            self.app.pop_screen()
+            return
+        what = "your changes to " + self.state.config_folder if self.state.config_folder else "what you entered"
+        self.app.push_screen(Confirm(f"Leave the wizard? {what[0].upper() + what[1:]} will be lost.",
+                                     "Leave", "Stay"),
+                             lambda leave: leave and self.app.pop_screen())
+
     def save(self) -> list[Problem]:
         self.state.planned = self.query_one("#planned", Switch).value
         if not self.state.planned:

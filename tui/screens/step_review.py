@@ -72,8 +72,8 @@ class ReviewStep(StepScreen):
         self.bundle = None
 
     def body(self) -> ComposeResult:
-        default = self.state.config_folder or str(Path(self.state.config["output_dir"]).parent /
-                                                  (Path(self.state.config["output_dir"]).name + "-config"))
+        output = Path(str(self.state.config.get("output_dir") or "output"))
+        default = self.state.write_to or self.state.config_folder or str(output.parent / (output.name + "-config"))
         yield FieldRow("target", "Write the config to", PathInput(default, id="target"))
         yield Static(Text("checking…", style="dim"), id="verdict")
         yield LooseKeys(id="loose")
@@ -127,6 +127,9 @@ class ReviewStep(StepScreen):
             self.query_one(f"#show-{name.split('.')[0]}", Static).update(self._shown(name))
         self.issues = None   # until the check of the changed values comes back
         self.run_check()
+
+    def keep(self) -> None:
+        self.state.write_to = self.query_one("#target", Input).value
 
     def _write(self) -> Path | None:
         if self.issues is None:
