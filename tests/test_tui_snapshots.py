@@ -76,6 +76,7 @@ def test_monitor(snap_compare):
         screen = MonitorScreen("shapes-20261121", follow=False)
         await pilot.app.push_screen(screen)
         feed = screen.query_one(JobFeed)
+        feed.deliver({"stream": "daemon", "event": {"seq": 1, "type": "status", "job_state": "running"}})
         events = [{"type": "status", "phase": "training"}]
         events += [{"type": "progress", "step": s, "total": 600, "epoch": 1, "loss": 0.9 - s / 100 + (s % 3) / 20,
                     "lr": 5e-4, "grad_norm": 0.4, "steps_per_s": 9.5, "samples_per_s": 38.0, "eta_s": 600 - s}
@@ -87,7 +88,7 @@ def test_monitor(snap_compare):
             # Deliver one at a time: coalescing otherwise makes the chart depend on timing.
             await pilot.pause()
         # GPU readings come from tunerd (NVML); RSS is left out, its gauge depends on this machine's RAM.
-        feed.deliver({"stream": "daemon", "event": {"seq": 1, "type": "memory", "devices": [
+        feed.deliver({"stream": "daemon", "event": {"seq": 2, "type": "memory", "devices": [
             {"device": "0", "name": "RTX 4090", "used": 18 << 30, "total": 24 << 30}]}})
         await settle(pilot)
 

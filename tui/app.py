@@ -90,6 +90,9 @@ class TunerApp(Guarded, App):
         if from_wizard:
             while not isinstance(self.screen, HomeScreen):
                 self.pop_screen()
+        for screen in self.screen_stack:
+            if isinstance(screen, HomeScreen):
+                screen.keep_on = job   # back home, the cursor is on the job just watched
         self.push_screen(MonitorScreen(job))
 
     def offer_daemon_start(self, then: Callable[[], Any] | None = None) -> None:

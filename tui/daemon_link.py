@@ -9,6 +9,7 @@ from typing import Any
 from tuner.daemon import lifecycle
 from tuner.daemon import protocol as p
 from tuner.daemon.client import AsyncClient
+from tuner.engine import families
 
 NOT_RUNNING = p.NOT_RUNNING_MESSAGE
 
@@ -31,11 +32,24 @@ def job_model(job: dict[str, Any]) -> str:
     if job["id"] not in _models:
         try:
             config = json.loads((Path(job["dir"]) / "config.json").read_text(encoding="utf-8"))
-            name = config.get("pretrained_model_name_or_path") or config.get("model_family", "?")
-            _models[job["id"]] = f"{config.get('model_family', '?')}: {Path(str(name)).name}"
+            _models[job["id"]] = model_label(config)
         except (OSError, ValueError, KeyError) as e:
             return f"? ({e.__class__.__name__})"
     return _models[job["id"]]
+
+
+def model_label(config: dict[str, Any]) -> str:
+    """The model a config trains, short: the checkpoint's name, with the family when the name does not say it."""
+    keys = {(k[2:] if k.startswith("--") else k): v for k, v in config.items()}
+    family = str(keys.get("model_family") or "sana")
+    model = keys.get("pretrained_model_name_or_path")
+    if not model:
+        known = family in {card.name for card in families.cards()}
+        return f"{Path(families.card(family).default_model).name} (default)" if known else f"{family} (default model)"
+    parts = Path(str(model)).parts
+    # A folder named like the family ("models/sana") says more with its parent.
+    name = "/".join(parts[-2:]) if len(parts) > 1 and parts[-1].lower() in (family, "model", "models") else parts[-1]
+    return name if family.lower().replace("video", "") in name.lower().replace("-", "") else f"{name} ({family})"
 
 
 async def jobs() -> list[dict[str, Any]]:

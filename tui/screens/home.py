@@ -52,6 +52,7 @@ class HomeScreen(Guarded, Screen):
         super().__init__()
         self.jobs: list[dict[str, Any]] = []
         self.daemon_up: bool | None = None
+        self.keep_on: str | None = None   # the job under the cursor, kept there across refreshes (None: the newest)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -59,7 +60,7 @@ class HomeScreen(Guarded, Screen):
         table = DataTable(id="jobs", cursor_type="row", zebra_stripes=True)
         table.add_columns("job", "state", "progress", "model", "started", "ETA")
         yield table
-        yield Static("N starts a new training; O opens a config folder (tuner's or SimpleTuner's).", id="hint")
+        yield Static("n starts a new training; o opens a config folder (tuner's or SimpleTuner's).", id="hint")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -96,17 +97,23 @@ class HomeScreen(Guarded, Screen):
             return
         running = sum(j["state"] in p.ACTIVE_STATES for j in message.jobs)
         banner.update(f"tunerd: {len(message.jobs)} job(s), {running} running")
-        self.jobs = message.jobs
         table = self.query_one(DataTable)
-        cursor = table.cursor_row
+        # The newest first: the job just submitted is the one under the cursor.
+        self.jobs = sorted(message.jobs, key=lambda j: j.get("created") or 0, reverse=True)
         table.clear()
-        for job in message.jobs:
+        for job in self.jobs:
             step = f"{job['step']}/{job['total']}" if job.get("step") is not None else "-"
             table.add_row(job.get("name") or job["id"], Text(job["state"], style=STATE_STYLES.get(job["state"], "")),
                           step, job.get("model", "-"), daemon_link.when(job.get("created")),
                           duration(job.get("eta_s")), key=job["id"])
-        if message.jobs:
-            table.move_cursor(row=min(cursor, len(message.jobs) - 1))
+        ids = [job["id"] for job in self.jobs]
+        if ids:
+            table.move_cursor(row=ids.index(self.keep_on) if self.keep_on in ids else 0)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        # The user moved the cursor: keep it on that job when the list refreshes.
+        if event.row_key is not None and event.row_key.value in {j["id"] for j in self.jobs}:
+            self.keep_on = event.row_key.value
 
     def selected(self) -> dict[str, Any] | None:
         table = self.query_one(DataTable)

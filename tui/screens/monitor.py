@@ -1,6 +1,8 @@
 """The live monitor of one job: progress, loss, memory, previews, validation images and the log."""
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -20,7 +22,9 @@ from tuner.tui.widgets.memory_gauges import MemoryGauges
 from tuner.tui.widgets.pixel_image import PixelImage
 
 VALIDATION_SHOWN = 3
-CONTROLS = {"stop_job": "stop (checkpoint, then exit)", "save": "save a checkpoint now", "sample": "sample now"}
+CONTROLS = {"stop_job": "stop (checkpoint, then exit)", "save": "save a checkpoint now", "sample": "sample now",
+            "resume": "resume from the latest checkpoint"}
+RESUMABLE = (p.STOPPED, p.FAILED, p.INTERRUPTED)
 
 
 class MonitorScreen(Guarded, Screen):
@@ -30,6 +34,7 @@ class MonitorScreen(Guarded, Screen):
         Binding("x", "stop", "Stop"),
         Binding("s", "control('save')", "Save now"),
         Binding("p", "control('sample')", "Sample now"),
+        Binding("r", "resume", "Resume"),
         Binding("d,escape", "detach", "Detach"),
     ]
 
@@ -46,6 +51,11 @@ class MonitorScreen(Guarded, Screen):
         self.model = JobView()   # the same fold `tunerd attach` draws
         self.follow = follow
         self.requests: list[str] = []
+        self.opened = time.time()
+        self.output_dir = ""
+        self.link_detail = ""
+        self.down_since: float | None = None   # when the link to tunerd went down (None: it is up)
+        self.retries = 0
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -104,16 +114,29 @@ class MonitorScreen(Guarded, Screen):
     @on(JobFeed.Ended)
     def ended(self, message: JobFeed.Ended) -> None:
         self.query_one(RichLog).write(self._styled(self.model.end(message.job)))
+        self.output_dir = message.job.get("output_dir") or ""
         self.render_head()
-        self.notify(f"{self.job} {self.model.state}", title="Job ended")
+        # Only an end seen happen: attaching to a job that ended long ago is no news.
+        if (message.job.get("updated") or 0) >= self.opened:
+            self.notify(f"{self.job} {self.model.state}", title="Job ended")
 
     @on(JobFeed.Connection)
     def connection(self, message: JobFeed.Connection) -> None:
+        # The link's state is one line in the head, updated in place; the log gets its going and coming once.
+        log = self.query_one(RichLog)
         if message.connected:
+            if self.down_since is not None:
+                log.write(Text(f"tunerd is back after {duration(time.time() - self.down_since)}", style="green"))
+            self.down_since, self.retries = None, 0
             self.sub_title = ""
         else:
+            if self.down_since is None:
+                self.down_since = time.time()
+                log.write(Text(message.detail, style="yellow"))
+            self.retries += 1
+            self.link_detail = message.detail
             self.sub_title = "tunerd unreachable"
-            self.query_one(RichLog).write(Text(message.detail, style="yellow"))
+        self.render_head()
 
     @staticmethod
     def _styled(line: str) -> Text:
@@ -124,12 +147,32 @@ class MonitorScreen(Guarded, Screen):
 
     def render_head(self) -> None:
         m = self.model
-        text = Text.assemble((f"{self.job}  ", "bold"), (m.state or "?", "bold reverse"), f"  phase {m.phase or '-'}")
+        state = (m.state or "?") + ("?" if self.down_since is not None else "")
+        text = Text.assemble((f"{self.job}  ", "bold"), (state, "bold reverse"), f"  phase {m.phase or '-'}")
         if m.reason:
             text.append(f"  {m.reason}", style="dim")
+        if self.down_since is not None:
+            text.append(f"\n⚠ tunerd unreachable for {duration(time.time() - self.down_since)}, reconnecting "
+                        f"(try {self.retries}); the state and ETA shown are the last known", style="yellow")
         if m.errors:
             text.append(f"\n✗ {m.errors[-1]}", style="red")
+        pipeline = m.result.get("pipeline") or (f"{self.output_dir}/pipeline" if m.state == p.DONE and
+                                                 self.output_dir else "")
+        if pipeline:
+            text.append(f"\n✓ weights: {pipeline}", style="bold green")
+        elif m.ended and m.checkpoint.get("path"):
+            text.append(f"\nlast checkpoint: {m.checkpoint['path']}"
+                        + ("  (r resumes from it)" if m.state in RESUMABLE else ""), style="dim")
         self.query_one("#job-head", Static).update(text)
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        # The footer offers what the job's state allows: controls while it runs, Resume once it ended.
+        if action in ("stop", "control"):
+            return self.model.state in p.ACTIVE_STATES and not self.model.ended
+        if action == "resume":
+            return self.model.state in RESUMABLE and self.model.ended
+        return True
 
     def render_progress(self) -> None:
         m = self.model
@@ -178,6 +221,9 @@ class MonitorScreen(Guarded, Screen):
         self.requests.append(verb)
         self.send_control(verb)
 
+    def action_resume(self) -> None:
+        self.action_control("resume")
+
     @work(group="control")
     async def send_control(self, verb: str) -> None:
         try:
@@ -190,6 +236,12 @@ class MonitorScreen(Guarded, Screen):
     def controlled(self, message: Controlled) -> None:
         self.notify(message.answer, title=CONTROLS[message.verb], severity="information" if message.ok else "error")
         self.query_one(RichLog).write(Text(f"{message.verb}: {message.answer}", style="" if message.ok else "red"))
+        if message.verb == "resume" and message.ok:
+            # A new run: follow it from where the stream stopped.
+            self.model.ended, self.model.state = False, p.QUEUED
+            self.render_head()
+            if self.follow:
+                self.query_one(JobFeed).start()
 
     def action_detach(self) -> None:
         self.app.pop_screen()
