@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from platformdirs import user_downloads_path
 from textual import on, work
 from textual.app import App
 
@@ -66,6 +68,15 @@ class TunerApp(Guarded, App):
             super()._handle_exception(error)   # starting up (a bad stylesheet) or shutting down: Textual's way
             return
         self.report_crash(error)
+
+    def deliver_screenshot(self, filename: str | None = None, path: str | None = None,
+                           time_format: str | None = None) -> str | None:
+        # Textual saves the palette's screenshot in ~/Downloads, which fails where there is none
+        # (servers, containers): save it where tuner-tui runs instead, and the toast says where.
+        if path is None:
+            downloads = user_downloads_path()
+            path = str(downloads if downloads.is_dir() else Path.cwd())
+        return super().deliver_screenshot(filename, path, time_format)
 
     # -- screens -----------------------------------------------------------------------------
 

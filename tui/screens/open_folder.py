@@ -33,15 +33,16 @@ class OpenFolder(Guarded, ModalScreen[str | None]):
         self.start = start
 
     def compose(self) -> ComposeResult:
-        start = Path(self.start or ".").expanduser()
-        # Root the tree one level up, so the chosen folder's neighbours are in view too.
-        root = start.absolute().parent if start.is_dir() else Path.cwd()
+        start = Path(self.start).expanduser().absolute() if self.start.strip() else None
+        # With a folder to start from, the tree shows its neighbours too; without, where tuner-tui runs.
+        here = folders.is_dir(start) if start is not None else False
+        self.root = start.parent if here else Path.cwd()
         with Vertical(id="dialog"):
             yield Label(self.heading, classes="title")
-            yield PathInput(str(root.absolute()) + "/", id="path")
-            yield Static("Enter opens the typed folder; Ctrl+T moves to the tree (Enter on a folder picks it)",
-                        classes="help")
-            yield FoldersOnly(root.absolute(), id="tree")
+            yield PathInput(str(start) if here else str(self.root) + "/", id="path")
+            yield Static(f"Enter opens the typed folder (a relative one from {folders.short(self.root, 60)}); "
+                         "Ctrl+T moves to the tree (Enter on a folder picks it)", classes="help")
+            yield FoldersOnly(self.root, id="tree")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -49,11 +50,14 @@ class OpenFolder(Guarded, ModalScreen[str | None]):
 
     @on(Input.Submitted, "#path")
     def typed(self, event: Input.Submitted) -> None:
-        path = Path(event.value.strip()).expanduser()
-        if folders.is_dir(path):
-            self.dismiss(str(path.absolute()))
-        else:
-            self.notify(f"{folders.short(path)} is not a folder", severity="error")
+        typed = event.value.strip()
+        path = Path(typed).expanduser()
+        # A relative path is read from the folder the dialog shows (where tuner-tui runs, unless it started elsewhere).
+        for candidate in ([path] if path.is_absolute() else [self.root / path, Path.cwd() / path]):
+            if folders.is_dir(candidate):
+                self.dismiss(str(candidate.absolute()))
+                return
+        self.notify(f"{folders.short(typed or '(nothing typed)')} is not a folder", severity="error")
 
     @on(DirectoryTree.DirectorySelected)
     def picked(self, event: DirectoryTree.DirectorySelected) -> None:
