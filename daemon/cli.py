@@ -28,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("start", "start the daemon in the background").add_argument(
         "--foreground", action="store_true", help="run in this terminal instead (logs to stderr)")
-    add("stop", "stop the daemon; running jobs go on unless --jobs").add_argument(
-        "--jobs", action="store_true", help="also ask every running job to checkpoint and stop")
+    add("stop", "stop the daemon (running jobs keep training; --jobs stops them too)").add_argument(
+        "--jobs", action="store_true", help="first ask every running job to checkpoint and stop")
     add("status", "is the daemon running, where, and how many jobs it has")
     sp = add("submit", "queue a job from a config folder (or config.json), or from a preset")
     sp.add_argument("path", nargs="?", help="a config folder or a config.json")
@@ -227,6 +227,7 @@ def _stop(args: argparse.Namespace) -> int:
     else:
         stopped = reply.get("stopped_jobs") or []
         print("tunerd stopped" + (f"; asked {len(stopped)} job(s) to checkpoint and stop" if stopped
+                                  else "; no job was running" if args.jobs
                                   else "; running jobs go on and are re-adopted by the next `tunerd start`"))
     return 0
 
