@@ -211,11 +211,38 @@ def load_frozen(cls: type, source: str, subfolder: str | None, dtype: torch.dtyp
 
 def load_denoiser(cls: type, source: str, dtype: torch.dtype, device: torch.device,
                   cfg: TrainConfig) -> torch.nn.Module:
-    """The transformer to train: in `dtype`, train mode, with (interval) gradient checkpointing as configured."""
-    model = load_component(cls, source, "transformer", torch_dtype=dtype)
+    """The transformer to train: in `dtype`, train mode, with (interval) gradient checkpointing as configured.
+
+    A base that an adapter trains on (model_type lora) with a quantised base_model_precision
+    arrives on `device` quantised: loaded quantised by diffusers (nf4 on CUDA, quantize_via:
+    accelerator), or loaded on the CPU and quantised layer by layer before anything moves
+    (quantize.quantize_model). The full unquantised model is never put on the device.
+    """
+    from tuner.engine import quantize
+
+    precision = cfg.base_model_precision if cfg.model_type == "lora" else None
+    kwargs: dict[str, Any] = {}
+    if quantize.is_quantised(precision) and torch.device(device).type == "cuda":
+        kwargs = quantize.load_kwargs(precision, cfg.quantize_via, device, dtype, keep=full_precision_layers(cls, source))
+    model = load_component(cls, source, "transformer", torch_dtype=dtype, **kwargs)
     if cfg.gradient_checkpointing:
         checkpoint_blocks(model, model.transformer_blocks, cfg.gradient_checkpointing_interval)
+    if quantize.is_quantised(precision):
+        model = quantize.quantize_model(model, precision, device=device, via=cfg.quantize_via)
     return model.to(device).train()
+
+
+def full_precision_layers(cls: type, source: str) -> list[str]:
+    """The linear layers of `cls`'s transformer at `source` that quantisation leaves alone, found on
+    an empty (meta-device) copy built from its config, so nothing is loaded."""
+    from accelerate import init_empty_weights
+
+    from tuner.engine.quantize import kept_full_precision
+
+    config = load_component(cls, source, "transformer", method="load_config")
+    with init_empty_weights():
+        empty = cls.from_config(config)
+    return kept_full_precision(empty)
 
 
 def free_memory(device: torch.device) -> None:
