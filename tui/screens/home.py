@@ -9,12 +9,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from tuner.daemon import protocol as p
 from tuner.engine.event_fold import duration
 from tuner.tui import daemon_link
 from tuner.tui.crash import Guarded
+from tuner.tui.widgets.fitted_footer import FittedFooter
 
 POLL_SECONDS = 2.0
 STATE_STYLES = {"running": "bold green", "starting": "green", "stopping": "yellow", "queued": "cyan",
@@ -61,7 +62,7 @@ class HomeScreen(Guarded, Screen):
         table.add_columns("job", "state", "progress", "model", "started", "ETA")
         yield table
         yield Static("n starts a new training; o opens a config folder (tuner's or SimpleTuner's).", id="hint")
-        yield Footer()
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         self.title = "tuner"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from rich.text import Text
 from textual import on, work
@@ -10,21 +11,23 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, ProgressBar, RichLog, Static
+from textual.widgets import Header, Label, ProgressBar, RichLog, Static
 
 from tuner.daemon import protocol as p
-from tuner.engine.event_fold import JobView, duration
+from tuner.engine.event_fold import LOSS_POINTS, JobView, duration
 from tuner.tui import daemon_link
 from tuner.tui.crash import Guarded
 from tuner.tui.widgets.job_feed import JobFeed
 from tuner.tui.widgets.loss_chart import LossChart
 from tuner.tui.widgets.memory_gauges import MemoryGauges
 from tuner.tui.widgets.pixel_image import PixelImage
+from tuner.tui.widgets.fitted_footer import FittedFooter
 
 VALIDATION_SHOWN = 3
 CONTROLS = {"stop_job": "stop (checkpoint, then exit)", "save": "save a checkpoint now", "sample": "sample now",
             "resume": "resume from the latest checkpoint"}
 RESUMABLE = (p.STOPPED, p.FAILED, p.INTERRUPTED)
+COMPACT_BELOW = 32   # terminal rows
 
 
 class MonitorScreen(Guarded, Screen):
@@ -52,6 +55,7 @@ class MonitorScreen(Guarded, Screen):
         self.follow = follow
         self.requests: list[str] = []
         self.opened = time.time()
+        self.loss_steps: deque[int] = deque(maxlen=LOSS_POINTS)
         self.output_dir = ""
         self.link_detail = ""
         self.down_since: float | None = None   # when the link to tunerd went down (None: it is up)
@@ -76,13 +80,17 @@ class MonitorScreen(Guarded, Screen):
                 for i in range(VALIDATION_SHOWN):
                     yield PixelImage("", id=f"val-{i}", classes="validation")
             yield RichLog(id="log", max_lines=500, wrap=True)
-        yield Footer()
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         self.title = f"Monitor — {self.job}"
         self.render_head()
         if self.follow:
             self.query_one(JobFeed).start()
+
+    def on_resize(self, event) -> None:
+        # A short terminal gives the log the room: smaller preview and validation images.
+        self.set_class(event.size.height < COMPACT_BELOW, "-compact")
 
     # -- the stream ------------------------------------------------------------------------
 
@@ -92,6 +100,8 @@ class MonitorScreen(Guarded, Screen):
         # A coalesced Progress brings the events of the messages it replaced: fold them all in.
         events = message.take() if isinstance(message, JobFeed.Progress) else [message.event]
         for event in events:
+            if event.get("type") == "progress" and isinstance(event.get("loss"), (int, float)):
+                self.loss_steps.append(event.get("step") or 0)   # the chart's step axis, beside the fold's losses
             line = self.model.apply(event, message.stream)
             if line:
                 self.query_one(RichLog).write(self._styled(line))
@@ -186,7 +196,7 @@ class MonitorScreen(Guarded, Screen):
             value = pr.get(key)
             parts.append(f"{name} {fmt.format(value)}" if isinstance(value, (int, float)) else f"{name} -")
         self.query_one("#stats", Static).update("   ".join(parts))
-        self.query_one(LossChart).update_losses(self.model.losses)
+        self.query_one(LossChart).update_losses(self.model.losses, self.loss_steps)
 
     def render_preview(self) -> None:
         ev = self.model.preview

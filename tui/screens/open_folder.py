@@ -8,11 +8,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DirectoryTree, Footer, Input, Label, Static
+from textual.widgets import DirectoryTree, Input, Label, Static
 
 from tuner.tui import folders
 from tuner.tui.crash import Guarded
 from tuner.tui.widgets.path_input import PathInput
+from tuner.tui.widgets.fitted_footer import FittedFooter
 
 
 class FoldersOnly(DirectoryTree):
@@ -43,7 +44,7 @@ class OpenFolder(Guarded, ModalScreen[str | None]):
             yield Static(f"Enter opens the typed folder (a relative one from {folders.short(self.root, 60)}); "
                          "Ctrl+T moves to the tree (Enter on a folder picks it)", classes="help")
             yield FoldersOnly(self.root, id="tree")
-        yield Footer()
+        yield FittedFooter()
 
     def on_mount(self) -> None:
         self.query_one("#path", PathInput).focus()

@@ -8,13 +8,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
 from tuner.engine.config import Issue
 from tuner.engine.jobdir import CONFIG
 from tuner.tui.crash import Guarded
 from tuner.tui.widgets.field_row import FieldRow, brief
 from tuner.tui.wizard_state import WizardState
+from tuner.tui.widgets.fitted_footer import FittedFooter
 
 STEP_TITLES = ("Hardware", "Model", "Preset", "Dataset", "Validation", "Training", "Review")
 
@@ -52,7 +53,7 @@ class StepScreen(Guarded, Screen):
         with VerticalScroll(id="step-body"):
             yield from self.body()
         yield Static("", id="step-problems")
-        yield Footer()
+        yield FittedFooter()
 
     def crumbs(self) -> str:
         parts = [f"[b reverse] {i + 1} {t} [/]" if i == self.INDEX else f" {i + 1} {t} "

@@ -123,6 +123,7 @@ class DatasetStep(StepScreen):
     def scanned(self, message: ScanPanel.Scanned) -> None:
         if message.key == self.report_key:
             self.report = message.report
+            self.refresh_bindings()
 
     def unknown_keys(self) -> list[list[str]]:
         """The current dataset's keys tuner does not know (no field can fix them), as paths into the entry."""
@@ -130,8 +131,13 @@ class DatasetStep(StepScreen):
         return [i.key.split(".")[1:] for i in issues if i.level == "error" and i.message.startswith("unknown key")]
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
+        # The footer offers what applies now, so it fits 80 columns.
         if action == "drop_unknown":
             return bool(self.is_mounted and self.query(FieldRow) and self.unknown_keys())
+        if action == "fix_repeats":
+            return self.report is not None and self.report.suggested_repeats is not None
+        if action == "other":
+            return len(self.state.pixel_datasets()) > 1
         return True
 
     def action_drop_unknown(self) -> None:
