@@ -23,8 +23,9 @@ Assumptions (each a rough model, meant to rank presets and warn, not to promise)
   checkpointing keeps only each checkpointed block's input plus one block being recomputed;
   tokens = latent pixels / patch area (+ text tokens for SD3's joint attention); a video clip
   has 1 + (frames - 1) / 4 latent frames at the checkpoint's 832×480 aspect;
-- group offload keeps the weights and the optimizer state (created where the parameters rest)
-  in RAM; only two block groups, the gradients and the activations are on the GPU;
+- group offload never applies to the trained transformer (diffusers' hooks move a group's weights
+  back to the CPU after its forward, which training cannot follow; offload.py): it changes nothing
+  here, and the text encoder it offloads while caching is still counted whole;
 - VAE encoding takes VAE_BYTES_PER_PIXEL per image pixel (fp32 feature maps at full size);
 - the CUDA context adds CONTEXT_GB and the allocator's fragmentation FRAGMENTATION of the rest.
 """
@@ -218,8 +219,8 @@ def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
     weights = params * wbytes if qbytes is None else params * (QUANTISED_SHARE * qbytes + (1 - QUANTISED_SHARE) * 2)
     per_block = params / model["layers"]
     if cfg["enable_group_offload"]:
-        weights = 2 * int(cfg["group_offload_blocks_per_group"]) * per_block * wbytes
-        notes.append("group offload: weights and optimizer state in RAM; two block groups on the GPU")
+        notes.append("group offload: only the text encoder is offloaded (while caching); the trained "
+                     "transformer stays on the GPU")
     parts["weights"] = weights
     if qbytes is not None:
         parts["dequantised_block"] = per_block * 2
@@ -230,7 +231,7 @@ def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
     parts["gradients"] = trainable * tbytes
     states, per_state, kahan = OPTIMIZER_STATES.get(cfg["optimizer"], (2, None, False))
     optimizer = trainable * states * (per_state or tbytes) + (trainable * 2 if kahan and tbytes == 2 else 0)
-    parts["optimizer"] = 0.0 if cfg["enable_group_offload"] else optimizer
+    parts["optimizer"] = optimizer
     if gpus > 1:
         parts["ddp_buckets"] = trainable * tbytes
     if cfg["use_ema"] and cfg["ema_device"] == "accelerator":

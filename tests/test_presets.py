@@ -151,14 +151,14 @@ def test_apply_preset_overlays_and_leaves_inputs_unchanged():
     before = copy.deepcopy((base, datasets))
     config, out = apply_preset(preset, base, datasets)
     assert (base, datasets) == before
-    assert config["learning_rate"] == 5e-5 and "--learning_rate" not in config
+    assert config["learning_rate"] == 1e-5 and "--learning_rate" not in config
     assert config["train_batch_size"] == 1 and config["model_family"] == "sanavideo"
     assert config["output_dir"] == "mine" and config["seed"] == 7
     assert out[0]["resolution"] == 480 and "video" not in out[0]
-    assert out[1]["video"] == {"num_frames": 81, "is_i2v": True}
+    assert out[1]["video"] == {"num_frames": 49, "is_i2v": True}
     assert out[2] == datasets[2]
     out[1]["video"]["num_frames"] = 1  # the results are copies: editing them leaves the preset alone
-    assert preset.dataset["video"] == {"num_frames": 81}
+    assert preset.dataset["video"] == {"num_frames": 49}
 
 
 def test_user_preset_overrides_a_shipped_one_by_name(tmp_path):
