@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--output", help="quick start: where checkpoints and results go")
     sp.add_argument("--name", help="name the job (default: the config folder's name)")
     sp.add_argument("--gpus", type=int, help="GPUs for this job (default 1; 0 = CPU)")
+    sp.add_argument("--num-processes", type=int, help="processes: one per GPU (as --gpus N) on a GPU machine; "
+                    "without GPUs, N CPU processes joined with gloo")
     add("list", "every job with its state and progress")
     add("show", "one job in full", job=True)
     sp = add("attach", "watch a job live (Ctrl-C detaches; the job goes on)")
@@ -130,7 +132,8 @@ def _logs(client: Client, args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _submit(client: Client, args: argparse.Namespace) -> dict[str, Any]:
-    request: dict[str, Any] = {"cwd": os.getcwd(), "name": args.name, "gpus": args.gpus}
+    request: dict[str, Any] = {"cwd": os.getcwd(), "name": args.name, "gpus": args.gpus,
+                               "processes": args.num_processes}
     if args.preset:
         if not (args.dataset and args.output):
             raise SystemExit("tunerd submit --preset NAME needs --dataset DIR and --output DIR")

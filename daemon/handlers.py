@@ -54,7 +54,11 @@ async def submit(d: Daemon, conn: Connection, msg: dict) -> dict:
     cwd = Path(p.arg(msg, "cwd", str))
     if not cwd.is_absolute():
         raise p.ProtocolError("bad_request", "`cwd` must be an absolute path")
-    gpus = p.arg(msg, "gpus", int, 1 if d.scheduler.gpus else 0)
+    processes = p.arg(msg, "processes", int, None)
+    if processes is not None and processes < 1:
+        raise p.ProtocolError("bad_request", "`processes` must be at least 1")
+    # On GPUs a process is a GPU; without them, processes are CPU processes (gloo) of one CPU job.
+    gpus = p.arg(msg, "gpus", int, (processes or 1) if d.scheduler.gpus else 0)
     problem = d.scheduler.check(gpus)
     if problem:
         raise p.ProtocolError("invalid", problem + "; submit it with fewer GPUs (--gpus)")
@@ -73,6 +77,7 @@ async def submit(d: Daemon, conn: Connection, msg: dict) -> dict:
     name = sub.job_name(bundle, p.arg(msg, "name", str, None))
     job_id, staging = d.store.reserve(name)
     job = await asyncio.to_thread(sub.stage, job_id, staging, bundle, source, name, gpus)
+    job.processes = gpus or processes or 1
     d.store.add(job)
     d.supervisor.kick()
     return {"job": job.record(), "warnings": [str(w) for w in bundle.warnings]}

@@ -41,6 +41,7 @@ class Job:
     source: str = ""            # the config the user submitted
     output_dir: str = ""
     gpus: int = 1               # GPUs wanted (0 = CPU)
+    processes: int = 1          # engine processes: one per GPU, or CPU processes of a CPU job
     devices: list[str] = field(default_factory=list)   # GPUs claimed for the current run
     pid: int | None = None
     create_time: float | None = None   # psutil create time: pid reuse cannot fool reconcile

@@ -16,6 +16,7 @@ import psutil
 from tuner.daemon import protocol as p
 from tuner.daemon.jobs import Job
 from tuner.engine import jobdir
+from tuner.engine.launch import Launch
 
 log = logging.getLogger("tunerd.runner")
 
@@ -33,12 +34,12 @@ def engine_prefix() -> list[str]:
 
 
 def engine_argv(job: Job) -> list[str]:
-    """The engine command for `job`: one process, or `accelerate launch` across its GPUs."""
-    if len(job.devices) > 1 and not os.environ.get("TUNER_ENGINE_CMD"):
-        # Two multi-GPU jobs side by side would both take accelerate's default port 29500.
-        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_machines", "1",
-                "--num_processes", str(len(job.devices)), "--main_process_port", str(free_port()),
-                "-m", "tuner.engine", job.dir]
+    """The engine command for `job`: one process, or `accelerate launch` across its GPUs (or its
+    CPU processes)."""
+    processes = len(job.devices) if job.devices else job.processes
+    if processes > 1 and not os.environ.get("TUNER_ENGINE_CMD"):
+        # Two multi-process jobs side by side would both take accelerate's default port 29500.
+        return Launch(num_processes=processes, main_process_port=free_port()).argv(job.dir)
     return [*engine_prefix(), job.dir]
 
 

@@ -14,9 +14,20 @@ COMMANDS = {
     "hardware": ("tuner.engine.hardware", "command"),
     "presets": ("tuner.presets", "command"),
     "train": ("tuner.engine.runner", "command"),
+    "slurm": ("tuner.engine.runner", "slurm_command"),
     "demo": ("tuner.presets.demo", "command"),
     "tiny": ("tuner.engine.tiny", "command"),
 }
+
+
+def add_launch_arguments(p: argparse.ArgumentParser) -> None:
+    """The process-placement flags, as accelerate launch names them."""
+    p.add_argument("--num-processes", type=int, default=1,
+                   help="processes in total over all machines (GPUs, or gloo CPU processes without CUDA)")
+    p.add_argument("--num-machines", type=int, default=1, help="machines taking part (default 1)")
+    p.add_argument("--machine-rank", type=int, default=0, help="this machine's rank, 0 on the main one")
+    p.add_argument("--main-process-ip", help="the address of machine rank 0 (several machines)")
+    p.add_argument("--main-process-port", type=int, help="its rendezvous port (default 29500)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      "files and events go to its output_dir")
     p.add_argument("path", help="a config folder, a config.json, or a job directory")
     p.add_argument("--plain", action="store_true", help="print log lines instead of the live display")
+    add_launch_arguments(p)
+
+    p = sub.add_parser("slurm", help="write an sbatch script that trains a config folder on several nodes")
+    p.add_argument("path", help="a config folder or a config.json")
+    p.add_argument("--nodes", type=int, required=True, help="machines (one launcher each)")
+    p.add_argument("--gpus-per-node", type=int, required=True, help="GPUs (processes) per machine")
+    p.add_argument("--partition", help="the Slurm partition")
+    p.add_argument("--time", help="the time limit, as sbatch takes it (e.g. 24:00:00)")
+    p.add_argument("--port", type=int, default=29500, help="the rendezvous port on the first node (default %(default)s)")
+    p.add_argument("--out", help="where to write the script (default: OUTPUT_DIR/train.sbatch)")
 
     p = sub.add_parser("demo", help="train the built-in tiny Sana on a generated dataset in this terminal "
                                     "(`tunerd demo` runs it through the daemon)")

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 from tuner.engine.config import ConfigBundle, ConfigError, Issue, job_files, load_bundle, write_job_files
-from tuner.engine.events import EventWriter
+from tuner.engine.events import EventTail, EventWriter
+from tuner.engine.launch import Launch, slurm_script
 from tuner.engine.jobdir import CONFIG, EVENTS, JOB_RECORD, PREVIEWS
 
 EXIT_DONE, EXIT_FAILED, EXIT_STOPPED = 0, 1, 3
@@ -130,7 +134,14 @@ def run_job_dir(job_dir: str | os.PathLike[str]) -> int:
 
 
 def command(args: Any) -> int:
-    """`tuner train PATH`: a config folder, a config.json or a job directory, watched live."""
+    """`tuner train PATH`: a config folder, a config.json or a job directory, watched live; with
+    --num-processes / --num-machines, on this machine's share of the processes."""
+    launch = Launch(args.num_processes, args.num_machines, args.machine_rank, args.main_process_ip,
+                    args.main_process_port)
+    for problem in launch.problems():
+        print(f"tuner train: {problem}", file=sys.stderr)
+    if launch.problems():
+        return EXIT_FAILED
     path = Path(args.path).resolve()
     if (path / JOB_RECORD).is_file() or (path / EVENTS).is_file():
         job_dir = path
@@ -143,7 +154,72 @@ def command(args: Any) -> int:
             print(f"{len(exc.issues)} problem(s); nothing was trained.", file=sys.stderr)
             return EXIT_FAILED
         job_dir = bundle.resolve(bundle.train.output_dir)
+    if launch.distributed:
+        return watch(lambda listener: launched(path, job_dir, launch, listener), plain=args.plain, title=path.name)
     return watch(lambda listener: run(path, job_dir, listener), plain=args.plain, title=path.name)
+
+
+def launched(config_path: Path, job_dir: Path, launch: Launch, listener) -> int:
+    """Write the job's files, start this machine's processes through accelerate's launcher, and
+    feed the job's events (written by rank 0) to `listener` until they exit."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    clash = _foreign_config(config_path, job_dir)
+    if clash:
+        print(f"tuner train: {clash}", file=sys.stderr)
+        return EXIT_FAILED
+    if _config_folder(config_path) != job_dir.resolve():
+        try:
+            bundle = load_bundle(config_path)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                print(issue, file=sys.stderr)
+            return EXIT_FAILED
+        write_job_files(job_files(bundle, job_dir), job_dir)
+        for warning in bundle.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+    events = job_dir / EVENTS
+    tail = EventTail(events, events.stat().st_size if events.exists() else 0)  # this run's events only
+    proc = subprocess.Popen(launch.argv(job_dir), env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if launch.machine_rank:
+        print(f"machine rank {launch.machine_rank}: its processes run; machine rank 0 shows the progress",
+              file=sys.stderr)
+    try:
+        while proc.poll() is None:
+            for event in tail.read_new():
+                listener(event)
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        proc.wait()
+    for event in tail.read_new():
+        listener(event)
+    return proc.returncode if proc.returncode in (EXIT_DONE, EXIT_STOPPED) else EXIT_FAILED
+
+
+def slurm_command(args: Any) -> int:
+    """`tuner slurm PATH --nodes M --gpus-per-node G`: the job's files and an sbatch script for them."""
+    path = Path(args.path).resolve()
+    try:
+        bundle = load_bundle(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return EXIT_FAILED
+    job_dir = bundle.resolve(bundle.train.output_dir)
+    clash = _foreign_config(path, job_dir)
+    if clash:
+        print(f"tuner slurm: {clash}", file=sys.stderr)
+        return EXIT_FAILED
+    write_job_files(job_files(bundle, job_dir), job_dir)
+    script = Path(args.out).resolve() if args.out else job_dir / "train.sbatch"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(slurm_script(job_dir, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
+                                   name=f"tuner-{path.name}", partition=args.partition, time_limit=args.time,
+                                   port=args.port))
+    print(f"wrote {script}: {args.nodes} node(s) × {args.gpus_per_node} GPU(s), the job's files in {job_dir}")
+    print(f"submit it: sbatch {script}    (its output: {job_dir}/slurm-<jobid>.log; rank 0's events: "
+          f"{job_dir / EVENTS})")
+    return 0
 
 
 def watch(run_fn, *, plain: bool, title: str) -> int:

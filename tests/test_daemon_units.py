@@ -186,3 +186,13 @@ def test_a_multi_gpu_job_runs_under_accelerate_launch_on_its_own_port(tmp_path, 
     assert int(argv[argv.index("--main_process_port") + 1]) > 0
     single = runner.engine_argv(make_job(tmp_path, "j2", devices=["0"]))
     assert single[1:] == ["-m", "tuner.engine", str(tmp_path / "j2")]
+
+
+def test_a_cpu_job_of_several_processes_runs_them_under_accelerate_launch(tmp_path, monkeypatch):
+    # tunerd submit --num-processes 2 on a machine without GPUs: two gloo processes of one CPU job.
+    monkeypatch.delenv("TUNER_ENGINE_CMD", raising=False)
+    job = make_job(tmp_path, devices=[], gpus=0)
+    job.processes = 2
+    argv = runner.engine_argv(job)
+    assert argv[1:3] == ["-m", "accelerate.commands.launch"]
+    assert argv[argv.index("--num_processes") + 1] == "2" and argv[-3:] == ["-m", "tuner.engine", job.dir]
