@@ -13,11 +13,18 @@ Assumptions (each a rough model, meant to rank presets and warn, not to promise)
   local folder's safetensors headers, else from its transformer/config.json;
 - quantised weights: int8/fp8 1 B, int4 0.5 B, int2 0.25 B plus a bf16 scale per 128 weights,
   nf4 0.5 B plus absmax per 64 (≈ 0.53 B); 2 % of the weights (embedders, proj_out) stay in bf16;
-  one block's weights are dequantised at a time (a transient bf16 copy);
+  nf4 (bitsandbytes) quantises linear layers only, so the 2-D convolutions (Sana's GLUMBConv
+  feed-forward, ~47 % of Sana 1.6B, ~51 % of Sana Video with its temporal conv) stay in the weight
+  dtype, where quanto quantises them too; one block's weights are dequantised at a time (a
+  transient bf16 copy); the base is quantised before it reaches the GPU (quantize.py), so there is
+  no bf16 load peak;
 - trainable: everything (full), r·(in+out) per targeted D×D projection (LoRA), the two Kronecker
   factors of LyCORIS' factorisation (LoKr); the adapter trains in the weight dtype;
 - optimizer state per trainable weight: AdamW 2 states in the weight dtype, optimi-* add a bf16
-  Kahan buffer on bf16 weights, 8-bit bitsandbytes 1 B per state, Lion 1 state, Prodigy 4;
+  Kahan buffer on bf16 weights, 8-bit bitsandbytes 1 B per state, Lion 1 state, Prodigy 4; a paged
+  optimizer's state is counted on the GPU: bitsandbytes pages only tensors of 100k elements or
+  more, which an adapter's factors seldom are, and paging full-rank state is a fallback under
+  pressure, not a saving to plan on;
 - activations per token and block: ACT_ELEMENTS × hidden size elements in the compute dtype (a
   Korthikanti-style count for a transformer block with SDPA, no s² attention matrix); gradient
   checkpointing keeps only each checkpointed block's input plus one block being recomputed;
@@ -126,11 +133,43 @@ def params_from_config(config: dict[str, Any]) -> int:
     return int(blocks + embed + io)
 
 
+def count_conv_safetensors(folder: Path) -> int:
+    """Parameters of the blocks' 2-D convolutions (4-D weights) in the *.safetensors files in `folder`, from their
+    headers (the patch embedding is one of the layers kept in full precision anyway)."""
+    total = 0
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        with open(path, "rb") as f:
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        total += sum(math.prod(v["shape"]) for k, v in header.items()
+                     if k.startswith("transformer_blocks.") and len(v["shape"]) == 4)
+    return total
+
+
+# Sana's GLUMBConv feed-forward: D → 2h (1×1), a 3×3 depthwise conv on 2h, h → D (1×1), h = 2.5 D;
+# Sana Video's GLUMBTempConv adds a 3×1 temporal conv D → D.
+_GLUMB_RATIO = 2.5
+_CONV_FEED_FORWARD = {"sana": 0, "sanavideo": 3}  # family → extra D² per block (the temporal conv)
+
+
+def conv_params(model: dict[str, Any]) -> float:
+    """Parameters in the denoiser's 2-D convolutions, which nf4 leaves unquantised (0 for a family without them)."""
+    if "conv_params" in model:
+        return float(model["conv_params"])
+    extra = _CONV_FEED_FORWARD.get(model.get("family", ""))
+    if extra is None:
+        return 0.0
+    hidden = model["hidden"]
+    inner = _GLUMB_RATIO * hidden
+    per_block = hidden * 2 * inner + 2 * inner * 9 + inner * hidden + extra * hidden ** 2
+    return float(model["layers"] * per_block)
+
+
 def model_from_folder(folder: Path, family: str) -> dict[str, Any]:
     """A known_model-like entry for a local diffusers folder: exact counts from weights, else from config.json."""
     folder = Path(folder)
     config = json.loads((folder / "transformer" / "config.json").read_text())
-    params = count_safetensors(folder / "transformer") or params_from_config(config)
+    counted = count_safetensors(folder / "transformer")
+    params = counted or params_from_config(config)
     hidden = int(config["num_attention_heads"]) * int(config["attention_head_dim"])
     base = default_model(family)
     encoders = [count_safetensors(p) for p in sorted(folder.glob("text_encoder*")) if p.is_dir()]
@@ -142,7 +181,9 @@ def model_from_folder(folder: Path, family: str) -> dict[str, Any]:
         blocks = vae_cfg.get("encoder_block_out_channels") or vae_cfg.get("block_out_channels")
         if blocks and "dim_mult" not in vae_cfg:
             base["vae_factor"] = 2 ** (len(blocks) - 1)
-    return {**base, "params": params, "layers": int(config["num_layers"]), "hidden": hidden,
+    # exact from the weights when they are there, else conv_params' formula for the family
+    extra = {"conv_params": count_conv_safetensors(folder / "transformer")} if counted else {}
+    return {**base, **extra, "params": params, "layers": int(config["num_layers"]), "hidden": hidden,
             "patch": patch[-1] if isinstance(patch, (list, tuple)) else int(patch),
             "text_encoders": [e for e in encoders if e] or base["text_encoders"], "vae_params": vae or base["vae_params"]}
 
@@ -216,7 +257,12 @@ def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
     parts: dict[str, float] = {}
 
     # training peak
-    weights = params * wbytes if qbytes is None else params * (QUANTISED_SHARE * qbytes + (1 - QUANTISED_SHARE) * 2)
+    if qbytes is None:
+        weights = params * wbytes
+    else:
+        # nf4 has no convolution layer: those weights stay in bf16 beside the 2 % kept in full precision
+        kept = (1 - QUANTISED_SHARE) + (conv_params(model) / params if precision == "nf4-bnb" else 0.0)
+        weights = params * ((1 - kept) * qbytes + kept * 2)
     per_block = params / model["layers"]
     if cfg["enable_group_offload"]:
         notes.append("group offload: only the text encoder is offloaded (while caching); the trained "
