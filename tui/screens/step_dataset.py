@@ -114,10 +114,12 @@ class DatasetStep(StepScreen):
     @on(Select.Changed)
     @on(Switch.Changed)
     def changed(self) -> None:
-        # Typing a path fires per key; scan once the user pauses.
+        # Typing a path fires per key; scan once the user pauses. The fields' first values (on mount)
+        # are what the scan already has.
         if self._timer is not None:
             self._timer.stop()
-        self._timer = self.set_timer(0.4, self.rescan)
+        if json.dumps([self.entry(), self._batch_keys()], sort_keys=True, default=str) != self.report_key:
+            self._timer = self.set_timer(0.4, self.rescan)
 
     @on(ScanPanel.Scanned)
     def scanned(self, message: ScanPanel.Scanned) -> None:

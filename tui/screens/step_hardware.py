@@ -35,6 +35,18 @@ def hardware_table(hw: dict[str, Any]) -> Table:
     return table
 
 
+def notes(hw: dict[str, Any] | None) -> str:
+    """The probe's notes, one per line."""
+    return "\n".join(f"note: {note}" for note in (hw or {}).get("notes", []))
+
+
+def planned_defaults(hw: dict[str, Any] | None) -> tuple[str, str, bool]:
+    """The planned machine's fields as the found one: VRAM per GPU, GPU count, bf16."""
+    gpus = (hw or {}).get("gpus") or []
+    return (f"{gpus[0]['vram_total_gb']:g}" if gpus else "24", str(len(gpus) or 1),
+            all(g["bf16"] for g in gpus) if gpus else True)
+
+
 class HardwareStep(StepScreen):
     """Shows the probe and lets the user plan for another machine (VRAM per GPU, GPU count, bf16)."""
 
@@ -55,16 +67,13 @@ class HardwareStep(StepScreen):
             yield Static(found_summary(self.state.config_folder, errors), id="found", classes="note")
         hw = self.state.hardware
         yield Static(hardware_table(hw) if hw is not None else "probing GPUs…", id="hw-table")
-        for note in (self.state.hardware or {}).get("notes", []):
-            yield Static(f"note: {note}", classes="note")
+        yield Static(notes(hw), id="hw-notes", classes="note")
         yield FieldRow("planned", "Plan for another machine", Switch(value=self.state.planned, id="planned"))
-        gpus = (self.state.hardware or {}).get("gpus") or []
+        vram, count, bf16 = planned_defaults(hw)
         off = not self.state.planned
-        yield FieldRow("vram", "VRAM per GPU (GB)",
-                       Input(f"{gpus[0]['vram_total_gb']:g}" if gpus else "24", compact=True, id="vram", disabled=off))
-        yield FieldRow("gpus", "GPU count", Input(str(len(gpus) or 1), compact=True, id="gpus", disabled=off))
-        yield FieldRow("bf16", "bf16 (Ampere or newer)",
-                       Switch(value=all(g["bf16"] for g in gpus) if gpus else True, id="bf16", disabled=off))
+        yield FieldRow("vram", "VRAM per GPU (GB)", Input(vram, compact=True, id="vram", disabled=off))
+        yield FieldRow("gpus", "GPU count", Input(count, compact=True, id="gpus", disabled=off))
+        yield FieldRow("bf16", "bf16 (Ampere or newer)", Switch(value=bf16, id="bf16", disabled=off))
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -77,8 +86,15 @@ class HardwareStep(StepScreen):
 
     @on(Probed)
     def probed(self, message: Probed) -> None:
+        # Updated in place: rebuilding the step would drop its header while it is still being titled
+        # (Textual's NoMatches 'HeaderTitle' when the wizard opened from the folder dialog).
         self.state.hardware = self.state.detected = message.hardware
-        self.refresh(recompose=True)
+        self.query_one("#hw-table", Static).update(hardware_table(message.hardware))
+        self.query_one("#hw-notes", Static).update(notes(message.hardware))
+        if not self.query_one("#planned", Switch).value:   # the planned fields start from what was found
+            vram, count, bf16 = planned_defaults(message.hardware)
+            self.query_one("#vram", Input).value, self.query_one("#gpus", Input).value = vram, count
+            self.query_one("#bf16", Switch).value = bf16
 
     @on(Switch.Changed, "#planned")
     def planned_changed(self, event: Switch.Changed) -> None:
