@@ -13,6 +13,8 @@ from tuner.tui.widgets.field_row import FieldRow
 
 
 def _text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))   # a resolution of 1024, not 1024.0
     return "" if value is None else str(value)
 
 

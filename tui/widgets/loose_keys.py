@@ -39,7 +39,7 @@ class LooseKeys(Vertical):
     LooseKeys.-shown { display: block; }
     LooseKeys > Horizontal { height: auto; }
     LooseKeys .loose-what { width: 1fr; }
-    LooseKeys Button { min-width: 10; height: 1; border: none; margin: 0 0 0 1; }
+    LooseKeys Button { margin: 0 0 0 1; }
     """
 
     class Fixed(Message):
@@ -64,8 +64,8 @@ class LooseKeys(Vertical):
             what.append(brief(loose.message))
             buttons = [Static(what, classes="loose-what")]
             if loose.suggestion in renamable:
-                buttons.append(Button(f"rename to {loose.suggestion}", id=f"rename-{n}", variant="primary"))
-            buttons.append(Button("remove", id=f"remove-{n}"))
+                buttons.append(Button(f"rename to {loose.suggestion}", id=f"rename-{n}", variant="primary", compact=True))
+            buttons.append(Button("remove", id=f"remove-{n}", compact=True))
             rows.append(Horizontal(*buttons))
         if rows:
             await self.mount(Static(Text("Keys no step has a field for (Tab reaches the buttons):", style="bold")),
