@@ -25,6 +25,8 @@ def prepare(model: torch.nn.Module, cfg: TrainConfig, family: ModelFamily) -> to
         return model
     if cfg.model_type != "lora":
         raise ValueError(f"config.json: model_type: {cfg.model_type!r}; use full or lora")
+    # The families' load_transformer has quantised the base already (on its way to the device, load_denoiser);
+    # then this only moves it. A family that loads it plainly gets it quantised here.
     model = quantize_model(model, cfg.base_model_precision, device=family.device, via=cfg.quantize_via)
     dtype = family.weight_dtype
     if cfg.lora_type == "lycoris":
