@@ -17,6 +17,7 @@ COMMANDS = {
     "slurm": ("tuner.engine.runner", "slurm_command"),
     "demo": ("tuner.presets.demo", "command"),
     "tiny": ("tuner.engine.tiny", "command"),
+    "push": ("tuner.engine.hub", "command"),
 }
 
 
@@ -71,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default="demo-runs/sana-tiny", help="where the demo writes (default: %(default)s)")
     p.add_argument("--steps", type=int, help="override max_train_steps")
     p.add_argument("--plain", action="store_true", help="print log lines instead of the live display")
+
+    p = sub.add_parser("push", help="upload a run's exported model (and, if asked, its checkpoints) to the "
+                                    "Hugging Face Hub with your login")
+    p.add_argument("path", help="a run's output_dir (its pipeline/ and pipeline-ema/ go up), or an exported folder")
+    p.add_argument("--repo", help="the Hub repo, owner/name (default: hub_model_id from the run's config.json, "
+                                  "else the folder's name in your namespace)")
+    p.add_argument("--checkpoints", action="store_true", help="also upload each checkpoint-<step>/ folder")
+    p.add_argument("--public", action="store_true", help="create a new repo public (default: private)")
 
     p = sub.add_parser("tiny", help="build a tiny model of a family from config (for tests and demos)")
     p.add_argument("family", choices=[c.name for c in families.cards() if c.tiny], help="model family")

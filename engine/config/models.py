@@ -21,6 +21,8 @@ from tuner.engine.config.values import parse_key_values, parse_resolutions, spli
 Precision = Literal["no_change", "int8-quanto", "int4-quanto", "int2-quanto", "fp8-quanto", "nf4-bnb"]
 PLAIN_PRECISIONS = ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32", "no_change")
 QUANTISED_PRECISIONS = ("int8-quanto", "int4-quanto", "int2-quanto", "fp8-quanto", "nf4-bnb")
+# report_to's names: the trackers (engine/train/trackers.py), all of them, or none.
+REPORT_TO = ("tensorboard", "wandb", "all", "none")
 OptimizerName = Literal[
     "adamw", "adamw_bf16", "optimi-adamw", "optimi-lion", "optimi-stableadamw",
     "bnb-adamw8bit", "bnb-lion8bit-paged", "prodigy",
@@ -231,11 +233,14 @@ class TrainConfig(BaseModel):
     framerate: Optional[int] = Field(None, ge=1, description="Frames per second of validation videos (unset: 16).")
 
     # --- trackers, hub -----------------------------------------------------------------------
-    report_to: Literal["none", "wandb", "tensorboard"] = Field("none", description="Where metrics go besides tuner's own log.")
+    report_to: str = Field(
+        "none", description="Trackers besides tuner's own log: tensorboard, wandb, both comma-separated, all, or none.")
     tracker_project_name: str = Field("tuner", description="Project name in the tracker.")
     tracker_run_name: Optional[str] = Field(None, description="Run name in the tracker (unset: the output folder's name).")
     push_to_hub: bool = Field(False, description="Upload the final model to the Hugging Face Hub with a model card.")
     hub_model_id: Optional[str] = Field(None, description="Hub repo to push to (unset: the output folder's name).")
+    push_checkpoints_to_hub: bool = Field(
+        False, description="With push_to_hub, also upload each checkpoint (into checkpoint-<step>/ of the repo).")
 
     @field_validator("base_model_precision", "text_encoder_1_precision", "text_encoder_2_precision",
                      "text_encoder_3_precision", mode="before")
@@ -245,6 +250,24 @@ class TrainConfig(BaseModel):
         if isinstance(value, str) and value.strip().lower() in PLAIN_PRECISIONS:
             return "no_change"
         return value
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _known_trackers(cls, value: Any) -> Any:
+        # SimpleTuner takes one name or several comma-separated; a JSON list is the same.
+        items = split_list(str(value)) if isinstance(value, (str, int, float)) else value
+        if items is None:
+            return "none"
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            return value  # not a string: pydantic names the type it expected
+        names = [i.strip().lower() for i in items if i.strip()]
+        unknown = [n for n in names if n not in REPORT_TO]
+        if unknown:
+            raise ValueError(f"{', '.join(map(repr, unknown))} is not a tracker tuner reports to; allowed values: "
+                             f"{', '.join(REPORT_TO)} (several comma-separated, e.g. \"tensorboard,wandb\")")
+        if "none" in names and len(set(names)) > 1:
+            raise ValueError("none cannot be combined with a tracker; give the trackers, or none alone")
+        return ",".join(dict.fromkeys(names)) or "none"
 
     @field_validator("model_family")
     @classmethod

@@ -1,5 +1,6 @@
 """Where the loop's measurements go: a small sink interface (torchtune's MetricLogger shape), with the
-job's events file as one sink. A tracker (TensorBoard, wandb) plugs in as another sink in the loop's list."""
+job's events file as one sink. The trackers (TensorBoard, wandb: trackers.py) are more sinks in the loop's list,
+and LatestSamples keeps the samples the model card shows."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -59,3 +60,23 @@ class EventsSink:
 
     def close(self) -> None:
         """Nothing to let go of: the events file belongs to the job, which writes more after training."""
+
+
+class LatestSamples:
+    """Keeps each prompt's latest validation samples: the model card's gallery."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, tuple[int, Samples]] = {}
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        """Scalars are not its business."""
+
+    def log_samples(self, step: int, samples: Samples) -> None:
+        self.latest[samples.nickname] = (step, samples)
+
+    def close(self) -> None:
+        """Holds only paths."""
+
+    def of(self, ema: bool) -> list[tuple[int, Samples]]:
+        """The samples the trained weights made (ema=False) or the EMA weights made (ema=True)."""
+        return [(step, s) for step, s in self.latest.values() if s.nickname.endswith("_ema") == ema]
