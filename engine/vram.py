@@ -14,7 +14,7 @@ Assumptions (each a rough model, meant to rank presets and warn, not to promise)
 - quantised weights: int8/fp8 1 B, int4 0.5 B, int2 0.25 B plus a bf16 scale per 128 weights,
   nf4 0.5 B plus absmax per 64 (≈ 0.53 B); 2 % of the weights (embedders, proj_out) stay in bf16;
   nf4 (bitsandbytes) quantises linear layers only, so the 2-D convolutions (Sana's GLUMBConv
-  feed-forward, ~47 % of Sana 1.6B, ~51 % of Sana Video with its temporal conv) stay in the weight
+  feed-forward, ~47 % of Sana 1.6B, ~58 % of Sana Video with its temporal conv) stay in the weight
   dtype, where quanto quantises them too; one block's weights are dequantised at a time (a
   transient bf16 copy); the base is quantised before it reaches the GPU (quantize.py), so there is
   no bf16 load peak;
@@ -127,8 +127,10 @@ def params_from_config(config: dict[str, Any]) -> int:
         embed = (int(config["joint_attention_dim"]) + int(config["pooled_projection_dim"]) + 256 + 2 * hidden) * hidden
         return int(blocks + embed + io + 2 * hidden ** 2)
     inner = float(config.get("mlp_ratio", 2.5)) * hidden
-    # linear self- and cross-attention 8D², GLUMBConv D→2h→h→D with a 3×3 depthwise conv
-    blocks = layers * (8 * hidden ** 2 + 3 * inner * hidden + 20 * inner + 6 * hidden)
+    # linear self- and cross-attention 8D², GLUMBConv D→2h→h→D with a 3×3 depthwise conv (Sana Video: and a
+    # 3×1 temporal conv, 3D²)
+    temporal = 3 * hidden ** 2 if cls.startswith("SanaVideo") else 0
+    blocks = layers * (8 * hidden ** 2 + 3 * inner * hidden + 20 * inner + 6 * hidden + temporal)
     embed = int(config["caption_channels"]) * hidden + hidden ** 2 + 256 * hidden + 7 * hidden ** 2
     return int(blocks + embed + io)
 
@@ -145,21 +147,21 @@ def count_conv_safetensors(folder: Path) -> int:
     return total
 
 
-# Sana's GLUMBConv feed-forward: D → 2h (1×1), a 3×3 depthwise conv on 2h, h → D (1×1), h = 2.5 D;
-# Sana Video's GLUMBTempConv adds a 3×1 temporal conv D → D.
-_GLUMB_RATIO = 2.5
-_CONV_FEED_FORWARD = {"sana": 0, "sanavideo": 3}  # family → extra D² per block (the temporal conv)
+# Sana's GLUMBConv feed-forward: D → 2h (1×1), a 3×3 depthwise conv on 2h, h → D (1×1), h = mlp_ratio · D;
+# Sana Video's GLUMBTempConv adds a 3×1 temporal conv D → D. family → (published mlp_ratio, extra D² per block).
+_CONV_FEED_FORWARD = {"sana": (2.5, 0), "sanavideo": (3.0, 3)}
 
 
 def conv_params(model: dict[str, Any]) -> float:
     """Parameters in the denoiser's 2-D convolutions, which nf4 leaves unquantised (0 for a family without them)."""
     if "conv_params" in model:
         return float(model["conv_params"])
-    extra = _CONV_FEED_FORWARD.get(model.get("family", ""))
-    if extra is None:
+    known = _CONV_FEED_FORWARD.get(model.get("family", ""))
+    if known is None:
         return 0.0
+    ratio, extra = float(model.get("mlp_ratio") or known[0]), known[1]
     hidden = model["hidden"]
-    inner = _GLUMB_RATIO * hidden
+    inner = ratio * hidden
     per_block = hidden * 2 * inner + 2 * inner * 9 + inner * hidden + extra * hidden ** 2
     return float(model["layers"] * per_block)
 
@@ -183,6 +185,8 @@ def model_from_folder(folder: Path, family: str) -> dict[str, Any]:
             base["vae_factor"] = 2 ** (len(blocks) - 1)
     # exact from the weights when they are there, else conv_params' formula for the family
     extra = {"conv_params": count_conv_safetensors(folder / "transformer")} if counted else {}
+    if "mlp_ratio" in config:
+        extra["mlp_ratio"] = float(config["mlp_ratio"])
     return {**base, **extra, "params": params, "layers": int(config["num_layers"]), "hidden": hidden,
             "patch": patch[-1] if isinstance(patch, (list, tuple)) else int(patch),
             "text_encoders": [e for e in encoders if e] or base["text_encoders"], "vae_params": vae or base["vae_params"]}
