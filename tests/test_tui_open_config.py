@@ -92,6 +92,11 @@ async def test_a_folder_with_problems_opens_marks_them_and_writes_back_in_the_us
         assert review.query_one("#target", Input).value == str(folder)
         await pilot.press("ctrl+w")
         await settle(pilot)
+        # Back on step 1, the list of the folder's problems says they are fixed.
+        for _ in range(6):
+            await pilot.press("ctrl+b")
+            await settle(pilot)
+        assert "every problem it had is fixed" in text(app.screen.query_one("#found"))
 
     # The user's files, kept once as they were.
     for name, data in original.items():

@@ -5,6 +5,7 @@ import math
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.message import Message
@@ -60,11 +61,8 @@ class HardwareStep(StepScreen):
             self.hardware = hardware
 
     def body(self) -> ComposeResult:
-        errors = [i for i in self.state.found if i.level == "error"]
-        if errors:
-            from tuner.tui.screens.wizard import found_summary
-
-            yield Static(found_summary(self.state.config_folder, errors), id="found", classes="note")
+        if any(i.level == "error" for i in self.state.found):
+            yield Static(self.found_text(), id="found", classes="note")
         hw = self.state.hardware
         yield Static(hardware_table(hw) if hw is not None else "probing GPUs…", id="hw-table")
         yield Static(notes(hw), id="hw-notes", classes="note")
@@ -75,10 +73,22 @@ class HardwareStep(StepScreen):
         yield FieldRow("gpus", "GPU count", Input(count, compact=True, id="gpus", disabled=off))
         yield FieldRow("bf16", "bf16 (Ampere or newer)", Switch(value=bf16, id="bf16", disabled=off))
 
+    def found_text(self) -> Text:
+        from tuner.tui.screens.wizard import found_summary
+
+        errors = [i for i in self.state.found if i.level == "error"]
+        return found_summary(self.state.config_folder, errors) if errors else \
+            Text(f"{self.state.config_folder}: every problem it had is fixed", style="green")
+
     def on_mount(self) -> None:
         super().on_mount()
         if self.state.hardware is None:
             self.run_probe()
+
+    def on_screen_resume(self) -> None:
+        # Back from later steps: the opened folder's problems they fixed are gone from the list.
+        for found in self.query("#found").results(Static):
+            found.update(self.found_text())
 
     @work(thread=True, exclusive=True)
     def run_probe(self) -> None:

@@ -97,6 +97,10 @@ class ReviewStep(StepScreen):
     @on(Checked)
     async def checked(self, message: Checked) -> None:
         self.bundle, self.issues = message.bundle, message.issues
+        # An opened folder's problem no field fixes is settled once the check stops finding it.
+        live = {(i.file, i.key) for i in message.issues if i.level == "error"}
+        self.state.found = [i for i in self.state.found
+                            if field_place(i.file, i.key) is not None or (i.file, i.key) in live]
         loose = [LooseKey(i.key, self.state.config[i.key], i.level, i.message) for i in message.issues
                  if i.file == CONFIG and i.key in self.state.config and field_place(CONFIG, i.key) is None]
         renamable = {k for k in TrainConfig.model_fields if k not in self.state.config}
