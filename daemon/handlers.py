@@ -74,7 +74,8 @@ async def submit(d: Daemon, conn: Connection, msg: dict) -> dict:
         source = str(path if path.is_absolute() else cwd / path)
         bundle = await asyncio.to_thread(sub.read_bundle, Path(source), cwd)
     # Checked before a job id is reserved: a refused config leaves nothing behind.
-    name = sub.job_name(bundle, p.arg(msg, "name", str, None))
+    name = sub.unique_name(sub.job_name(bundle, p.arg(msg, "name", str, None)),
+                           {j.name for j in d.store.jobs.values()})
     job_id, staging = d.store.reserve(name)
     job = await asyncio.to_thread(sub.stage, job_id, staging, bundle, source, name, gpus)
     job.processes = gpus or processes or 1

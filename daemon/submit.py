@@ -63,6 +63,16 @@ def job_name(bundle: ConfigBundle, given: str | None) -> str:
     return str(given or bundle.train.tracker_run_name or folder or "job")
 
 
+def unique_name(name: str, taken: set[str]) -> str:
+    """`name`, or `name-2`, `name-3` … when other jobs have it: a job can be named where an id is asked."""
+    if name not in taken:
+        return name
+    n = 2
+    while f"{name}-{n}" in taken:
+        n += 1
+    return f"{name}-{n}"
+
+
 def stage(job_id: str, staging: Path, bundle: ConfigBundle, source: str, name: str, gpus: int) -> Job:
     """Write the job's files into `staging`, naming the folder it moves to; not yet queued."""
     final = staging.parent / job_id

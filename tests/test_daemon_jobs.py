@@ -193,3 +193,12 @@ def test_save_and_sample_reach_the_running_engine(daemon, demo_template, tunerd_
     wait_state(job_id, "stopped")
     refused = tunerd("save", job_id)
     assert refused.returncode == 1 and "needs a running job" in refused.stderr
+
+
+def test_two_jobs_never_share_a_name(daemon, demo_template, tunerd_env):
+    # A name stands in for an id (`tunerd attach sana-demo`), so a second one gets a suffix.
+    config = demo_config(demo_template, tunerd_env["tmp"], max_train_steps=1)
+    first = request("submit", path=str(config), cwd=str(config.parent), name="sana demo")["job"]
+    second = request("submit", path=str(config), cwd=str(config.parent), name="sana demo")["job"]
+    assert (first["name"], second["name"]) == ("sana demo", "sana demo-2")
+    assert request("show", job="sana demo-2")["job"]["id"] == second["id"]
