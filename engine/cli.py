@@ -32,7 +32,9 @@ def add_launch_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tuner", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="tuner", description="Fine-tune diffusion models: check a config folder, "
+                                     "see this machine's hardware, rank the presets for it, and train in this terminal "
+                                     "(tunerd runs jobs in the background, tuner-tui is the terminal app).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check", help="validate a config folder (config.json, multidatabackend.json, prompt library)")

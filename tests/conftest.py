@@ -1,8 +1,10 @@
-"""Test-wide settings: never reach a model hub; one tiny Sana built per session."""
+"""Test-wide settings: never reach a model hub or a tracker's server; one tiny Sana built per session."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Configs that set report_to: wandb (SimpleTuner's quickstarts) log offline, never trying the network.
+os.environ.setdefault("WANDB_MODE", "offline")
 
 import pytest  # noqa: E402
 

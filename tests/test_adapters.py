@@ -91,7 +91,7 @@ def test_lokr_trains_saves_and_reloads_with_identical_outputs(tmp_path, tiny_san
     assert end < 0.75 * start, f"LoKr did not learn: first 10 steps {start:.3f}, last 10 {end:.3f}"
 
     out = result.pipeline
-    assert sorted(p.name for p in out.iterdir()) == [adapters.LOKR_CONFIG, adapters.LOKR_WEIGHTS]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", adapters.LOKR_CONFIG, adapters.LOKR_WEIGHTS]
     assert json.loads((out / adapters.LOKR_CONFIG).read_text())["factor"] == 4
     keys = load_file(str(out / adapters.LOKR_WEIGHTS))
     assert "lycoris_transformer_blocks_0_attn1_to_q.lokr_w1" in keys

@@ -214,8 +214,6 @@ def test_sana_video_warns_about_shift_and_vae(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("key,value,says", [
-    ("report_to", "wandb", "trackers are not supported yet"),
-    ("push_to_hub", True, "nothing is pushed"),
     ("noise_offset", 0.1, "no offset noise is added"),
     ("enable_model_cpu_offload", True, "lower validation_resolution"),
     # SimpleTuner's SageAttention variants load (SD3 has the head size for them) and are said to use SDPA.

@@ -121,6 +121,9 @@ class TrainConfig(BaseModel):
         "loading, caching, saving or validating); 0: never.")
     stall_action: Literal["warn", "stop"] = Field(
         "warn", description="What tunerd does with a stalled job: warn (mark it), or stop (end it, resumable).")
+    process_group_timeout_minutes: float = Field(
+        180.0, gt=0, description="Multi-GPU: how long a process waits for the others (the main one fills the caches "
+        "and validates alone) before the run fails; NCCL's own default is 10.")
 
     # --- precision, memory -------------------------------------------------------------------
     mixed_precision: Literal["bf16", "fp16", "no"] = Field(
@@ -152,7 +155,9 @@ class TrainConfig(BaseModel):
     # --- EMA ---------------------------------------------------------------------------------
     use_ema: bool = Field(False, description="Keep an exponential moving average of the weights.")
     ema_decay: float = Field(0.995, gt=0, lt=1, description="EMA decay per update: closer to 1 averages longer.")
-    ema_device: Literal["cpu", "accelerator"] = Field("cpu", description="Where the EMA weights live.")
+    ema_device: Literal["cpu", "accelerator"] = Field(
+        "accelerator", description="Where the main process keeps the fp32 EMA weights: accelerator (fastest), or cpu "
+        "(RAM, updated beside the next step) when the GPU has no room for them.")
     ema_update_interval: Optional[int] = Field(None, ge=1, description="Update the EMA every N steps (unset: every step).")
     ema_validation: Literal["none", "ema_only", "comparison"] = Field(
         "comparison", description="Validate with the EMA weights (ema_only), both (comparison) or neither (none).")

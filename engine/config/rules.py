@@ -278,13 +278,6 @@ def area_resolution_is_megapixels(ctx: Context) -> Iterator[Issue]:
 
 # key → what happens instead and what to do; warned when the key is set to anything but its default.
 NOT_ACTING_YET = {
-    "report_to": "trackers are not supported yet, so no run is logged there; every metric is in the job's "
-                 "events (tunerd attach --json, tuner-tui)",
-    "tracker_project_name": "ignored: trackers are not supported yet",
-    "tracker_run_name": "ignored: trackers are not supported yet (tunerd submit takes it as the job's name)",
-    "push_to_hub": "uploading is not supported yet, nothing is pushed; upload output_dir/pipeline with "
-                   "`huggingface-cli upload REPO OUTPUT_DIR/pipeline`",
-    "hub_model_id": "ignored: uploading is not supported yet",
     "noise_offset": "not supported yet, no offset noise is added; remove the key",
     "validation_guidance_rescale": "not supported yet, guidance is not rescaled; remove the key",
     "num_validation_images": "not supported yet: one sample is made per prompt and size; remove the key",
@@ -300,6 +293,14 @@ VIDEO_NOT_ACTING_YET = {
               "pipeline samples), but validation samples stay text-to-video: a conditioning image for them is "
               "not supported yet; load pipeline/ into SanaVideoImageToVideoPipeline to try it",
 }
+
+
+@rule
+def checkpoint_uploads_need_the_hub(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if cfg.push_checkpoints_to_hub and not cfg.push_to_hub:
+        yield ctx.config("warning", "push_checkpoints_to_hub",
+                         "has no effect without push_to_hub: true (and hub_model_id); set them to upload")
 
 
 @rule

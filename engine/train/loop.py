@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,18 +19,19 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from tuner.engine import flow
+from tuner.engine import flow, hub, model_card
 from tuner.engine.config.prompt_library import validation_library
 from tuner.engine.events import EventWriter
 from tuner.engine.models.base import family_class
-from tuner.engine.train import checkpoint, trainable
+from tuner.engine.train import checkpoint, trackers, trainable
 from tuner.engine.train.control import Control
 from tuner.engine.train.crepa import CREPA
 from tuner.engine.train.ema import EMA
 from tuner.engine.train.loss_terms import LossInputs, LossTerm
 from tuner.engine.train.meters import Meters
-from tuner.engine.train.metrics import EventsSink, MetricsSink
+from tuner.engine.train.metrics import EventsSink, LatestSamples, MetricsSink
 from tuner.engine.train.optim import make_optimizer, make_scheduler
+from tuner.engine.train.process_group import make_accelerator
 from tuner.engine.train.validation import Validator, all_prompt_texts
 
 if TYPE_CHECKING:
@@ -67,10 +67,7 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     """
     cfg = bundle.train
     output_dir = bundle.resolve(cfg.output_dir)
-    # Several processes without CUDA (torchrun / `accelerate launch --multi_gpu` on a CPU machine):
-    # accelerate joins them with gloo only when told this is a CPU run.
-    cpu_group = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    accelerator = Accelerator(cpu=cpu_group, mixed_precision="fp16" if cfg.mixed_precision == "fp16" else "no")
+    accelerator = make_accelerator(cfg)  # with the process-group timeout for the main process's caching/validation
     main = accelerator.is_main_process
     if accelerator.device.type == "cpu":
         # Denormal floats make CPU kernels crawl (10x slower steps as weights settle).
@@ -122,7 +119,7 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     total_steps = _total_steps(cfg, data.batches_per_epoch, accum)
     scheduler = make_scheduler(cfg, optimizer, total_steps)
     ema = EMA(model, cfg.ema_decay, cfg.ema_update_interval or 1,
-              accelerator.device if cfg.ema_device == "accelerator" else "cpu") if cfg.use_ema else None
+              accelerator.device if cfg.ema_device == "accelerator" else "cpu") if cfg.use_ema and main else None
     model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
 
@@ -140,6 +137,10 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     meters = Meters(total_steps, start_step=step, batch_size=cfg.train_batch_size * accum * accelerator.num_processes)
     # Where step metrics and validation samples go: the events file (the main process writes it), then trackers.
     sinks = ([EventsSink(events, meters, accelerator.device)] if main else []) + list(sinks)
+    gallery = LatestSamples()  # the model card's pictures
+    if main:
+        sinks += [gallery, *trackers.start(bundle, output_dir, events, meters, accelerator.device)]
+    pusher = hub.HubPush(bundle, output_dir, events) if main and cfg.push_to_hub else None
     last_checkpoint_step = step if resume_from is not None else -1
 
     def save(reason: str) -> None:
@@ -168,6 +169,8 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
         if main:
             result.checkpoint = checkpoint.commit(tmp, output_dir, step, cfg.checkpoints_total_limit)
             events.emit("checkpoint", step=step, path=str(result.checkpoint))
+            if pusher is not None and cfg.push_checkpoints_to_hub:
+                pusher.upload(result.checkpoint, result.checkpoint.name, f"checkpoint-{step}")
         last_checkpoint_step = step
         events.emit("status", phase="training")
 
@@ -275,23 +278,32 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
         events.emit("status", phase="saving", message="exporting the pipeline")
         exported = raw_model.parameters() if cfg.model_type == "full" else checkpoint.trainable_state(raw_model).values()
         checkpoint.check_free_space(output_dir, sum(t.numel() * t.element_size() for t in exported)
-                                    * (2 if ema is not None else 1), "the pipeline export")
+                                    * (2 if cfg.use_ema else 1), "the pipeline export")  # alike on every rank
         if main:
             result.pipeline = output_dir / "pipeline"
             trainable.export(raw_model, cfg, family, result.pipeline)
+            card = dict(pipeline_class=family.pipeline_class.__name__, step=step, processes=accelerator.num_processes)
+            model_card.write_card(result.pipeline, bundle, samples=gallery.of(ema=False), **card)
             if ema is not None:
                 with ema.swapped_into(raw_model) as ema_model:
                     trainable.export(ema_model, cfg, family, output_dir / "pipeline-ema")
+                model_card.write_card(output_dir / "pipeline-ema", bundle, samples=gallery.of(ema=True), ema=True, **card)
         accelerator.wait_for_everyone()
+        if pusher is not None:  # after the barrier: the other processes do not wait on an upload
+            pusher.upload_exports(step, ema=ema is not None)
+            pusher.wait()
         events.emit("done", step=step, paths={"pipeline": str(output_dir / "pipeline"),
                                               "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-                                              "validation": str(output_dir / "validation_images")})
+                                              "validation": str(output_dir / "validation_images"),
+                                              **trackers.result_paths(bundle)})
         events.emit("status", phase="done", message=f"finished {step} steps")
         accelerator.end_training()
         return result
     finally:
         for sink in sinks:
             sink.close()
+        if pusher is not None:
+            pusher.close()
 
 
 def _total_steps(cfg: TrainConfig, batches_per_epoch: int, accum: int) -> int:
