@@ -125,7 +125,9 @@ class JobView:
         if kind == "done":
             self.result = event.get("paths") or {}
             pipeline = f": pipeline in {self.result['pipeline']}" if self.result.get("pipeline") else ""
-            return f"done at step {event.get('step')}{pipeline}"
+            board = (f"; TensorBoard: tensorboard --logdir {self.result['tensorboard']}"
+                     if self.result.get("tensorboard") else "")
+            return f"done at step {event.get('step')}{pipeline}{board}"
         return None
 
     # -- what displays read ----------------------------------------------------------------

@@ -123,3 +123,10 @@ def test_attach_draws_the_latest_samples_as_pictures_in_the_terminal(tmp_path):
     assert "red_circle, step 40" in text and text.count("▀") == 20 * 10  # 20 columns, 20 pixel rows
     assert "220;20;20" in styled or "rgb(220,20,20)" in styled  # the circle's red reaches the terminal
     assert "255;255;255" in styled  # and the white background
+
+
+def test_the_end_of_a_run_says_where_the_weights_and_the_tensorboard_logs_are():
+    view = JobView()
+    view.apply({"type": "done", "step": 8, "paths": {"pipeline": "/out/pipeline", "tensorboard": "/out/tensorboard/r"}})
+    assert view.log[-1] == ("done at step 8: pipeline in /out/pipeline; TensorBoard: tensorboard --logdir "
+                            "/out/tensorboard/r")
