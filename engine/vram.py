@@ -6,7 +6,8 @@ The run has two peaks and the estimate is the larger one:
 - training: the denoiser's weights (bytes per weight from base_model_precision, weight dtype
   from mixed_precision: bf16 → 2 B, fp16/no → fp32 masters, 4 B), trainable weights' gradients,
   optimizer state, DDP's gradient buckets (one more gradient copy, only with several GPUs), an
-  EMA shadow in fp32 when ema_device is the accelerator, activations, and the VAE (kept loaded for
+  EMA shadow in fp32 when ema_device is the accelerator (the default; on the main process's GPU, the
+  one the estimate is for), activations, and the VAE (kept loaded for
   validation). Validation runs after zero_grad, so it never adds to the gradients' peak.
 Assumptions (each a rough model, meant to rank presets and warn, not to promise):
 - parameter counts are the published ones for known models (the family cards' sizes), or counted exactly from a
