@@ -290,3 +290,20 @@ def test_a_key_given_twice_keeps_the_later_value_and_says_so(tmp_path: Path) -> 
     assert "later value 3.0 is used (the earlier was 4.0)" in messages["validation_guidance"]
     assert "'--validation_guidance_skip_scale' and 'validation_guidance_skip_scale'" in \
         messages["validation_guidance_skip_scale"]
+
+
+def test_group_offload_says_the_trained_transformer_stays_on_the_gpu(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path, {**GOOD_CONFIG, "enable_group_offload": True}, GOOD_DATASETS, GOOD_PROMPTS)
+    [warning] = [i for i in check_bundle(folder, base_dir=tmp_path) if i.key == "enable_group_offload"]
+    assert warning.level == "warning" and warning.message
+
+
+def test_quanto_kernels_without_a_compiler_are_warned_about_on_a_gpu_machine(tmp_path: Path, monkeypatch) -> None:
+    from tuner.engine.config import rules
+
+    monkeypatch.setattr(rules.shutil, "which", lambda tool: None)  # no nvcc, no ninja on this "machine"
+    monkeypatch.setenv("CUDA_HOME", str(tmp_path / "no-cuda"))
+    folder = write_folder(tmp_path, {**GOOD_CONFIG, "base_model_precision": "int4-quanto"}, GOOD_DATASETS, GOOD_PROMPTS)
+    gpu = {"platform": "linux", "gpus": [{"name": "RTX 4090", "compute_capability": [8, 9], "backend": "cuda"}]}
+    found = [i for i in load_bundle(folder, base_dir=tmp_path, hardware=gpu).warnings if i.key == "base_model_precision"]
+    assert found and "nvcc and ninja are not installed here" in found[0].message

@@ -5,13 +5,15 @@ tuner.engine.hardware.probe()) and yields Issues; run_rules collects them all.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuner.engine import families
+from tuner.engine import families, offload
 from tuner.engine.config.bundle import ConfigBundle
 from tuner.engine.config.issues import Issue, display
 from tuner.engine.config.lycoris import lycoris_problems
@@ -203,6 +205,37 @@ def offload_modes_exclusive(ctx: Context) -> Iterator[Issue]:
     if cfg.enable_group_offload and cfg.enable_model_cpu_offload:
         yield ctx.config("error", "enable_model_cpu_offload",
                          "cannot be used together with enable_group_offload; set one of them to false")
+
+
+@rule
+def group_offload_is_for_frozen_modules(ctx: Context) -> Iterator[Issue]:
+    message = offload.training_warning(ctx.bundle.train)
+    if message:
+        yield ctx.config("warning", "enable_group_offload", message)
+
+
+QUANTO_KERNELS = ("fp8-quanto", "int4-quanto", "int2-quanto")
+
+
+@rule
+def quanto_kernels_can_be_built(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    hardware = ctx.hardware or {}
+    if hardware.get("platform") == "planned" or not hardware.get("gpus") or ctx.apple:
+        return  # only the machine that trains can say whether it has the compiler
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+    nvcc = shutil.which("nvcc") or (Path(cuda_home) / "bin" / "nvcc").is_file()
+    missing = [tool for tool, found in (("nvcc", nvcc), ("ninja", shutil.which("ninja"))) if not found]
+    if not missing:
+        return
+    for key in PRECISION_KEYS:
+        value = getattr(cfg, key)
+        if value in QUANTO_KERNELS:
+            yield ctx.config("warning", key,
+                             f"{value} on an NVIDIA GPU may compile optimum-quanto's CUDA kernels on first use, and "
+                             f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed here, so "
+                             "the run would stop while quantising; install the CUDA toolkit (nvcc) and ninja "
+                             "(pip install ninja), or use int8-quanto or nf4-bnb, which need no compiler")
 
 
 @rule
