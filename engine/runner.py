@@ -146,17 +146,24 @@ def command(args: Any) -> int:
     if (path / JOB_RECORD).is_file() or (path / EVENTS).is_file():
         job_dir = path
     else:
-        try:
-            bundle = load_bundle(path)
-        except ConfigError as exc:
-            for issue in exc.issues:
-                print(issue, file=sys.stderr)
-            print(f"{len(exc.issues)} problem(s); nothing was trained.", file=sys.stderr)
+        bundle = _bundle_or_say_why(path)
+        if bundle is None:
             return EXIT_FAILED
         job_dir = bundle.resolve(bundle.train.output_dir)
     if launch.distributed:
         return watch(lambda listener: launched(path, job_dir, launch, listener), plain=args.plain, title=path.name)
     return watch(lambda listener: run(path, job_dir, listener), plain=args.plain, title=path.name)
+
+
+def _bundle_or_say_why(path: Path) -> ConfigBundle | None:
+    """The loaded config folder, or None after printing every problem it has."""
+    try:
+        return load_bundle(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        print(f"{len(exc.issues)} problem(s); nothing was trained.", file=sys.stderr)
+        return None
 
 
 def launched(config_path: Path, job_dir: Path, launch: Launch, listener) -> int:
@@ -168,11 +175,8 @@ def launched(config_path: Path, job_dir: Path, launch: Launch, listener) -> int:
         print(f"tuner train: {clash}", file=sys.stderr)
         return EXIT_FAILED
     if _config_folder(config_path) != job_dir.resolve():
-        try:
-            bundle = load_bundle(config_path)
-        except ConfigError as exc:
-            for issue in exc.issues:
-                print(issue, file=sys.stderr)
+        bundle = _bundle_or_say_why(config_path)
+        if bundle is None:
             return EXIT_FAILED
         write_job_files(job_files(bundle, job_dir), job_dir)
         for warning in bundle.warnings:
@@ -199,11 +203,8 @@ def launched(config_path: Path, job_dir: Path, launch: Launch, listener) -> int:
 def slurm_command(args: Any) -> int:
     """`tuner slurm PATH --nodes M --gpus-per-node G`: the job's files and an sbatch script for them."""
     path = Path(args.path).resolve()
-    try:
-        bundle = load_bundle(path)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            print(issue, file=sys.stderr)
+    bundle = _bundle_or_say_why(path)
+    if bundle is None:
         return EXIT_FAILED
     job_dir = bundle.resolve(bundle.train.output_dir)
     clash = _foreign_config(path, job_dir)
