@@ -101,7 +101,7 @@ def test_the_reviews_verdict_is_check_bundle_on_the_written_folder(tmp_path: Pat
                         prompts={"red": "a red circle"},
                         config={"model_family": "sana", "model_type": "full", "output_dir": "out",
                                 "pretrained_model_name_or_path": MODEL, "validation_prompt": "a red circle",
-                                "push_to_hub": True, "learning_rate": "fast"})
+                                "noise_offset": 0.1, "learning_rate": "fast"})
     bundle, issues = state.check()
     assert bundle is None and [i.key for i in issues if i.level == "error"] == ["learning_rate"]
     assert {i.file for i in issues} == {"config.json"}   # the plain names, as the review shows them
