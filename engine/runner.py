@@ -5,6 +5,7 @@ A config folder is first turned into the job directory's own files by job_files,
 function tunerd submit and the wizard use, and the run trains from those files."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -100,15 +101,27 @@ def _config_folder(config_path: Path) -> Path:
     return (config_path if config_path.is_dir() else config_path.parent).resolve()
 
 
-def _foreign_config(config_path: Path, job_dir: Path) -> str | None:
-    """Why the job's files may not be written into job_dir: a config.json there that no run wrote."""
+def _foreign_config(config_path: Path, job_dir: Path, ours: dict[str, Any] | None = None) -> str | None:
+    """Why the job's files may not be written into job_dir: a config.json there that no run wrote.
+
+    `ours` is the config.json this run would write: finding exactly it there is this same job,
+    written by another machine of the run that shares the filesystem (or by an earlier try)."""
     job_dir = job_dir.resolve()
     if _config_folder(config_path) == job_dir or not (job_dir / CONFIG).exists():
         return None
     if (job_dir / EVENTS).exists() or (job_dir / JOB_RECORD).exists():
         return None  # an earlier run's job files: this run's replace them
+    if ours is not None and _json_or_none(job_dir / CONFIG) == ours:
+        return None
     return (f"{job_dir / CONFIG} is not a job's file, and the run writes its own config.json into its job "
             f"folder ({job_dir}, the output_dir); set output_dir to another folder, or run that folder itself")
+
+
+def _json_or_none(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _job_bundle(config_path: Path, job_dir: Path, base_dir: Path | None) -> tuple[ConfigBundle, list[Issue]]:
@@ -170,15 +183,17 @@ def launched(config_path: Path, job_dir: Path, launch: Launch, listener) -> int:
     """Write the job's files, start this machine's processes through accelerate's launcher, and
     feed the job's events (written by rank 0) to `listener` until they exit."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    clash = _foreign_config(config_path, job_dir)
-    if clash:
-        print(f"tuner train: {clash}", file=sys.stderr)
-        return EXIT_FAILED
     if _config_folder(config_path) != job_dir.resolve():
         bundle = _bundle_or_say_why(config_path)
         if bundle is None:
             return EXIT_FAILED
-        write_job_files(job_files(bundle, job_dir), job_dir)
+        files = job_files(bundle, job_dir)
+        # Every machine writes the same files: over a shared filesystem the later ones find the first's.
+        clash = _foreign_config(config_path, job_dir, ours=files[CONFIG])
+        if clash:
+            print(f"tuner train: {clash}", file=sys.stderr)
+            return EXIT_FAILED
+        write_job_files(files, job_dir)
         for warning in bundle.warnings:
             print(f"warning: {warning}", file=sys.stderr)
     events = job_dir / EVENTS

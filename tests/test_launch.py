@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -49,14 +50,28 @@ def test_two_machines_meet_at_the_main_ones_address(tmp_path, tiny_sana) -> None
     common = ["train", str(config), "--plain", "--num-processes", "2", "--num-machines", "2",
               "--main-process-ip", "127.0.0.1", "--main-process-port", port]
     logs = [tmp_path / f"machine-{rank}.log" for rank in (0, 1)]
-    # Files, not pipes: a machine blocked on a full pipe would hold the other at the rendezvous.
-    machines = [subprocess.Popen([sys.executable, "-m", "tuner.engine.cli", *common, "--machine-rank", str(rank)],
-                                 env=ENV, stdout=log.open("w"), stderr=subprocess.STDOUT) for rank, log in enumerate(logs)]
-    codes = [m.wait(timeout=400) for m in machines]
+    output = tmp_path / "output"
+
+    def machine(rank: int) -> subprocess.Popen:
+        # Files, not pipes: a machine blocked on a full pipe would hold the other at the rendezvous.
+        return subprocess.Popen([sys.executable, "-m", "tuner.engine.cli", *common, "--machine-rank", str(rank)],
+                                env=ENV, stdout=logs[rank].open("w"), stderr=subprocess.STDOUT)
+
+    # As over a shared filesystem: machine 1 starts once machine 0 has written the job's files,
+    # finds them there, and joins the same job rather than refusing its folder.
+    machines = [machine(0)]
+    deadline = time.monotonic() + 120
+    while not (output / "config.json").exists() and machines[0].poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    machines.append(machine(1))
+    try:
+        codes = [m.wait(timeout=400) for m in machines]
+    finally:
+        for m in machines:
+            m.kill()
     outs = [log.read_text() for log in logs]
     assert codes == [0, 0], outs[0][-2000:] + outs[1][-2000:]
     assert "machine rank 1: its processes run" in outs[1]
-    output = tmp_path / "output"
     assert events_of(output, "status")[-1]["phase"] == "done"
     assert len(list((output / "checkpoint-4").glob("rng-*.safetensors"))) == 2
 
