@@ -19,7 +19,7 @@ DEMO_PRESET = "sana-tiny-demo"
 
 
 def write_demo_config(folder: Path, steps: int | None = None, *, model_dir: Path | None = None,
-                      images: int = 24, output_dir: Path | None = None, isolated: bool = False,
+                      images: int = 96, output_dir: Path | None = None, isolated: bool = False,
                       **overrides: Any) -> Path:
     """A complete config folder for the demo under `folder` (model, dataset, configs); returns the config folder.
 
@@ -29,7 +29,9 @@ def write_demo_config(folder: Path, steps: int | None = None, *, model_dir: Path
     """
     folder = Path(folder).resolve()
     model = Path(model_dir) if model_dir is not None else demo_model(folder / "model", isolated=isolated)
-    dataset = make_dataset(folder / "dataset", count=images)
+    # Four of each shape × colour × background, each drawn near the middle at about one size: one
+    # example a combination, or shapes strewn about, left 1000 steps too few to learn the shapes.
+    dataset = make_dataset(folder / "dataset", count=images, spread=0.5)
     config_dir = folder / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
     base = {

@@ -10,7 +10,7 @@ from pathlib import Path
 TINY_SANA_VERSION = 2
 TINY_SD3_VERSION = 2
 TINY_SANAVIDEO_VERSION = 1
-DEMO_SANA_VERSION = 1
+DEMO_SANA_VERSION = 2
 MARKER = "tiny.json"
 _PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 _SD3_PARTS = _PARTS + ("text_encoder_2", "tokenizer_2", "text_encoder_3", "tokenizer_3")

@@ -13,12 +13,16 @@ TRANSFORMER = dict(in_channels=4, out_channels=4, num_layers=2, num_attention_he
                    attention_head_dim=16, num_cross_attention_heads=4, cross_attention_head_dim=16,
                    cross_attention_dim=64, caption_channels=GEMMA_HIDDEN, mlp_ratio=2.5,
                    sample_size=32, patch_size=1)
-# The demo's transformer: four blocks, 128 wide, 2×2 patches (256 tokens at 64 px). It learns
-# colour, background and rough shape from the demo dataset in ~1000 steps (~10 steps/s on 2
-# cores); the test-sized one above is faster to build and step but learns too little to look at.
+# The demo's transformer: four blocks, 128 wide, on the demo DC-AE's 16×16 latents of a 64 px
+# image with 1×1 patches (256 tokens). Sana's own transformer has no position embedding (its
+# convolutions see only neighbours), and this small one then drew several blobs scattered over
+# the image; sin-cos positions (interpolation_scale) let it put one shape in the middle. The
+# test-sized one above is faster to build and step but learns too little to look at.
+DEMO_GEMMA_HIDDEN = 32   # room for an orthogonal row per word of the demo's captions (14 tokens)
 DEMO_TRANSFORMER = dict(TRANSFORMER, num_layers=4, num_attention_heads=4, attention_head_dim=32,
                         num_cross_attention_heads=4, cross_attention_head_dim=32, cross_attention_dim=128,
-                        patch_size=2)
+                        caption_channels=DEMO_GEMMA_HIDDEN, sample_size=16, patch_size=1,
+                        interpolation_scale=1)
 VAE = dict(in_channels=3, latent_channels=4, attention_head_dim=2,
            encoder_block_types=("ResBlock", "EfficientViTBlock"),
            decoder_block_types=("ResBlock", "EfficientViTBlock"),
@@ -27,6 +31,13 @@ VAE = dict(in_channels=3, latent_channels=4, attention_head_dim=2,
            encoder_layers_per_block=(1, 1), decoder_layers_per_block=(1, 1),
            downsample_block_type="conv", upsample_block_type="interpolate",
            decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41407)
+# The demo's DC-AE: one stage more, so a 64 px image is 16×16 latents and the transformer can take
+# 1×1 patches (2×2 patches left a grid: each patch's four pixels came out a little different).
+DEMO_VAE = dict(VAE, encoder_block_types=("ResBlock", "ResBlock", "EfficientViTBlock"),
+                decoder_block_types=("ResBlock", "ResBlock", "EfficientViTBlock"),
+                encoder_block_out_channels=(8, 8, 8), decoder_block_out_channels=(8, 8, 8),
+                encoder_qkv_multiscales=((), (), (5,)), decoder_qkv_multiscales=((), (), (5,)),
+                encoder_layers_per_block=(1, 1, 1), decoder_layers_per_block=(1, 1, 1))
 
 # Latents are GAIN × (R, G, B, mean) of the 2×2-averaged image; the decoder's constant channel
 # is large so that its RMSNorm divides every pixel by (almost) the same number.
@@ -91,6 +102,28 @@ def _make_vae_invertible(vae) -> None:
         out[:, 3:6] = -torch.eye(3)
         center_tap(dec.conv_out, out)
 
+def _smooth_upsampling(vae) -> None:
+    """Turn the invertible DC-AE's nearest upsampling into bilinear, so decoded shapes have smooth edges.
+
+    Each up block adds its conv of the nearest-upsampled input to that input: a conv of
+    (tent − identity) makes the sum the tent-filtered nearest upsampling, which is bilinear.
+    Zero padding dims the border pixels' colours and the constant channel alike, and the output
+    RMSNorm divides the dimming back out.
+    """
+    import torch
+    from diffusers.models.autoencoders.autoencoder_dc import DCUpBlock2d
+
+    tent = torch.tensor([1.0, 2.0, 1.0]) / 4
+    kernel = torch.outer(tent, tent)
+    kernel[1, 1] -= 1.0
+    with torch.no_grad():
+        for module in vae.decoder.modules():
+            if isinstance(module, DCUpBlock2d):
+                module.conv.weight.zero_()
+                for c in range(module.conv.out_channels):
+                    module.conv.weight[c, c] = kernel
+
+
 def tiny_gemma(vocab_size: int, seed: int):
     """The tiny Gemma2 text encoder Sana and Sana Video share (seeded before it is built)."""
     import torch
@@ -101,6 +134,39 @@ def tiny_gemma(vocab_size: int, seed: int):
         vocab_size=vocab_size, hidden_size=GEMMA_HIDDEN, intermediate_size=32, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=8192,
         pad_token_id=0, eos_token_id=1, bos_token_id=2, attn_implementation="eager"))
+
+
+def demo_gemma(tokenizer, seed: int):
+    """The demo's Gemma2: each output is its token's own embedding, orthogonal for the demo's caption words.
+
+    In the random tiny Gemma every sublayer adds a unit-RMS output (Gemma2 norms them after the
+    sublayer) to embeddings of RMS ~0.1, so the prefix the prompts share drowns the words that
+    tell them apart (red and yellow came out at cosine 0.91). Zeroing the sublayers' output
+    projections leaves the residual path, and the final norm hands each token's embedding on;
+    the words of the demo's captions get orthonormal rows, so no two of them look alike.
+    """
+    import torch
+    from transformers import Gemma2Config, Gemma2Model
+
+    from tuner.engine.demo import all_captions
+
+    torch.manual_seed(seed)
+    model = Gemma2Model(Gemma2Config(
+        vocab_size=len(tokenizer), hidden_size=DEMO_GEMMA_HIDDEN, intermediate_size=2 * DEMO_GEMMA_HIDDEN,
+        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+        max_position_embeddings=8192, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        attn_implementation="eager"))
+    ids = sorted({i for text in all_captions() for i in tokenizer(text).input_ids})
+    if len(ids) > DEMO_GEMMA_HIDDEN:
+        raise ValueError(f"the demo's captions have {len(ids)} distinct tokens; DEMO_GEMMA_HIDDEN "
+                         f"({DEMO_GEMMA_HIDDEN}) must be at least that for them to be orthogonal")
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        basis, _ = torch.linalg.qr(torch.randn(DEMO_GEMMA_HIDDEN, DEMO_GEMMA_HIDDEN))
+        model.embed_tokens.weight[ids] = basis[:len(ids)]
+    return model
 
 
 def build_tiny_sana(out: Path, seed: int = 0, size: str = "test") -> Path:
@@ -119,12 +185,18 @@ def build_tiny_sana(out: Path, seed: int = 0, size: str = "test") -> Path:
     from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
     tokenizer = tiny_tokenizer()
     # Each component gets its own seed so changing one part's size leaves the others' weights alone.
-    text_encoder = tiny_gemma(len(tokenizer), seed)
+    text_encoder = tiny_gemma(len(tokenizer), seed) if size == "test" else demo_gemma(tokenizer, seed)
     torch.manual_seed(seed + 1)
-    vae = AutoencoderDC(**VAE)
+    vae = AutoencoderDC(**(VAE if size == "test" else DEMO_VAE))
     _make_vae_invertible(vae)
+    if size == "demo":
+        _smooth_upsampling(vae)
     torch.manual_seed(seed + 2)
     transformer = SanaTransformer2DModel(**(TRANSFORMER if size == "test" else DEMO_TRANSFORMER))
+    if size == "demo":
+        with torch.no_grad():  # as DiT starts: the output layer at zero, so training starts from "no velocity"
+            transformer.proj_out.weight.zero_()
+            transformer.proj_out.bias.zero_()
     scheduler = DPMSolverMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
                                             flow_shift=3.0)
     pipe = SanaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
