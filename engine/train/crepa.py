@@ -114,13 +114,19 @@ class CREPA:
         width = int(config.num_attention_heads * config.attention_head_dim)
         self.patch = tuple(config.patch_size)
         # A head of its own, trained with the model: the block's features need not live in DINOv2's space.
-        self.head = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.SiLU(),
-                                        torch.nn.Linear(width, self.encoder.dim)).to(device)
+        # Its first values come from the run's seed, not the per-rank one the loop has set by now.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed if cfg.seed is not None else 0)
+            self.head = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.SiLU(),
+                                            torch.nn.Linear(width, self.encoder.dim)).to(device)
         self._hidden: torch.Tensor | None = None
         self._handle = blocks[index].register_forward_hook(self._capture)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # The head lives outside the DDP-wrapped model, so its gradients are averaged here.
+            # The head lives outside the DDP-wrapped model, so it does here what DDP does for the model:
+            # every process starts from rank 0's head, and gradients are averaged after each backward
+            # (averaging each micro-batch's sum again is still the average under gradient accumulation).
             for param in self.head.parameters():
+                torch.distributed.broadcast(param.data, src=0)
                 param.register_post_accumulate_grad_hook(_average_across_processes)
 
     def _capture(self, _module, _inputs, output) -> None:
