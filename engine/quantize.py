@@ -186,6 +186,42 @@ def load_kwargs(precision: str | None, via: str, device: torch.device | str, com
     return {"quantization_config": config, "device_map": {"": device}}
 
 
+def quantised_layer_tensors(model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers of `model`'s quantised layers (quanto or bitsandbytes).
+
+    They are frozen and loaded alike on every process, so DDP has nothing to broadcast or average
+    in them; `ignore_in_ddp` tells it so rather than leaving its broadcast to cope with quantised
+    tensor types (quanto's are tensor subclasses with their data and scales inside)."""
+    if not is_quantised_model(model):
+        return []
+    if getattr(model, "_tuner_precision", "nf4-bnb") == "nf4-bnb":
+        import bitsandbytes as bnb
+
+        kind: type = bnb.nn.Linear4bit
+    else:
+        from optimum.quanto.nn import QModuleMixin
+
+        kind = QModuleMixin
+    names = []
+    for layer_name, layer in model.named_modules():
+        if isinstance(layer, kind):
+            prefix = f"{layer_name}." if layer_name else ""
+            names += [prefix + n for n, _ in layer.named_parameters(recurse=False)]
+            names += [prefix + n for n, _ in layer.named_buffers(recurse=False)]
+    return names
+
+
+def ignore_in_ddp(model: nn.Module) -> list[str]:
+    """Mark the quantised layers' tensors as ignored by DistributedDataParallel (its initial broadcast,
+    buffer broadcasts and gradient buckets); returns their names. Call before the model is wrapped."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    names = quantised_layer_tensors(model)
+    if names:
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
+    return names
+
+
 def weight_bytes(model: nn.Module) -> int:
     """Bytes the model's weights and buffers take as stored (quantised tensors at their packed size)."""
     total = 0

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -17,6 +18,7 @@ SCRIPT = """
 import os, sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import save_file
 from transformers import Dinov2Config, Dinov2Model
@@ -51,6 +53,7 @@ print(f"rank {rank} trained {result.step} steps", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_every_process_trains_the_same_crepa_head(tmp_path, tiny_sanavideo):
     config = video_config(tmp_path, tiny_sanavideo, clips=4, train_batch_size=1, max_train_steps=3,
                           crepa_enabled=True, crepa_block_index=1, crepa_encoder="dinov2_vits14",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from tuner.engine import adapters
-from tuner.engine.quantize import is_quantised, quantize_model
+from tuner.engine.quantize import ignore_in_ddp, is_quantised, quantize_model
 
 if TYPE_CHECKING:
     from tuner.engine.config import TrainConfig
@@ -37,6 +37,8 @@ def prepare(model: torch.nn.Module, cfg: TrainConfig, family: ModelFamily) -> to
         for name, param in model.named_parameters():
             if param.requires_grad and param.dtype != dtype:
                 param.data = param.data.to(dtype)
+    # Named once the adapters are in (peft renames a wrapped layer's weight to base_layer.weight).
+    ignore_in_ddp(model)
     return model
 
 
