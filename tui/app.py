@@ -143,11 +143,19 @@ class TunerApp(Guarded, App):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the app: `tuner-tui [--open CONFIG_FOLDER | --attach JOB]`."""
+    """Run the app: `tuner-tui [--open CONFIG_FOLDER | --attach JOB] [--web [--host H] [--port P]]`."""
     parser = argparse.ArgumentParser(prog="tuner-tui", description="Fine-tune diffusion models from the terminal.")
     parser.add_argument("--open", metavar="FOLDER", help="open a config folder (tuner's or SimpleTuner's) in the wizard")
     parser.add_argument("--attach", metavar="JOB", help="open the monitor of a job")
+    parser.add_argument("--web", action="store_true",
+                        help="serve the app to a browser instead (through an ssh tunnel: it prints how)")
+    parser.add_argument("--host", default="127.0.0.1", help="with --web: the address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="with --web: the port (default 8000)")
     args = parser.parse_args(argv)
+    if args.web:
+        from tuner.tui.web import serve
+
+        return serve(args.host, args.port, open_config=args.open, attach=args.attach)
     TunerApp(open_config=args.open, attach=args.attach).run()
     return 0
 
