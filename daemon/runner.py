@@ -50,15 +50,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(job: Job) -> subprocess.Popen:
-    """Start the engine in its own session (it must outlive the daemon), output to engine.log."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop("TUNER_ENGINE_CMD", None)
-    if job.devices:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(job.devices)
-    elif job.gpus == 0:
+def gpu_env(env: dict[str, str], devices: list[str], *, cpu_only: bool) -> dict[str, str]:
+    """`env` for a job given `devices` (NVML indices or UUIDs, as the daemon claims them).
+
+    CUDA numbers GPUs fastest first unless told otherwise, NVML (and nvidia-smi) by PCI bus: on a
+    machine with mixed GPUs, index 1 would be another card to CUDA than the one claimed and read.
+    PCI_BUS_ID makes CUDA_VISIBLE_DEVICES mean the NVML indices it is given."""
+    if devices:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+    elif cpu_only:
         # A CPU job must not wander onto a GPU that another job has claimed.
         env["CUDA_VISIBLE_DEVICES"] = ""
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    return env
+
+
+def spawn(job: Job) -> subprocess.Popen:
+    """Start the engine in its own session (it must outlive the daemon), output to engine.log."""
+    env = gpu_env(dict(os.environ, PYTHONUNBUFFERED="1"), job.devices, cpu_only=job.gpus == 0)
+    env.pop("TUNER_ENGINE_CMD", None)
     argv = engine_argv(job)
     with open(job.path / jobdir.ENGINE_LOG, "ab") as out:
         out.write(f"=== tunerd: run {job.runs} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "

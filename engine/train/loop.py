@@ -28,7 +28,7 @@ from tuner.engine.train.control import Control
 from tuner.engine.train.crepa import CREPA
 from tuner.engine.train.ema import EMA
 from tuner.engine.train.loss_terms import LossInputs, LossTerm
-from tuner.engine.train.meters import Meters
+from tuner.engine.train.meters import Meters, device_counters, device_names
 from tuner.engine.train.metrics import EventsSink, LatestSamples, MetricsSink
 from tuner.engine.train.optim import make_optimizer, make_scheduler
 from tuner.engine.train.process_group import make_accelerator
@@ -136,7 +136,8 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     result = TrainResult(step=step, total_steps=total_steps)
     meters = Meters(total_steps, start_step=step, batch_size=cfg.train_batch_size * accum * accelerator.num_processes)
     # Where step metrics and validation samples go: the events file (the main process writes it), then trackers.
-    sinks = ([EventsSink(events, meters, accelerator.device)] if main else []) + list(sinks)
+    gpu_names = device_names(accelerator)  # a collective: every process names its GPU
+    sinks = ([EventsSink(events, meters, gpu_names)] if main else []) + list(sinks)
     gallery = LatestSamples()  # the model card's pictures
     if main:
         sinks += [gallery, *trackers.start(bundle, output_dir, events, meters, accelerator.device)]
@@ -222,7 +223,10 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
                     accelerator.backward(loss / accum)
                 step_loss += loss.detach() / accum
 
-            losses = accelerator.gather(step_loss.reshape(1))
+            # Each process's GPU memory rides along with its loss: one gather and one copy to the host.
+            gathered = accelerator.gather(torch.cat([step_loss.reshape(1).double(),
+                                                     device_counters(accelerator.device)]).reshape(1, -1)).cpu()
+            losses, gpu_memory = gathered[:, 0], gathered[:, 1:]
             if not torch.isfinite(losses).all():
                 # NaN guard: skip this update everywhere, stop after too many in a row.
                 optimizer.zero_grad(set_to_none=True)
@@ -249,7 +253,7 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
             result.losses.append((step, loss_value))
             meters.step_done(step, loss_value)
             metrics = {"epoch": data.epoch, "loss": loss_value, "lr": scheduler.get_last_lr()[0],
-                       "grad_norm": grad_norm}
+                       "grad_norm": grad_norm, "gpu_memory": gpu_memory.tolist()}
             for sink in sinks:
                 sink.log(step, metrics)
 

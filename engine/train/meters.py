@@ -58,14 +58,28 @@ class Meters:
             "elapsed_s": round(time.perf_counter() - self.started, 1),
         }
 
-    def memory(self, device: torch.device) -> dict[str, Any]:
-        devices = []
-        if device.type == "cuda":
-            for i in range(torch.cuda.device_count()):
-                devices.append({
-                    "name": torch.cuda.get_device_name(i),
-                    "allocated": torch.cuda.memory_allocated(i),
-                    "reserved": torch.cuda.memory_reserved(i),
-                    "peak": torch.cuda.max_memory_allocated(i),
-                })
+    def memory(self, per_process: list[list[float]] | None, names: list[str]) -> dict[str, Any]:
+        """The memory event: one entry per process's GPU (`per_process` rows of device_counters, gathered
+        in process order, `names` the GPUs' names likewise; none without CUDA) and this process's RSS."""
+        devices = [{"name": name, "allocated": int(allocated), "reserved": int(reserved), "peak": int(peak)}
+                   for name, (allocated, reserved, peak) in zip(names, per_process or [])]
         return {"devices": devices, "rss": self.process.memory_info().rss}
+
+
+def device_counters(device: torch.device) -> torch.Tensor:
+    """This process's [allocated, reserved, peak] bytes on its own GPU (zeros without CUDA), as float64 on
+    `device`: the loop gathers them with the step's loss, since a process's allocator knows only its own GPU."""
+    if device.type != "cuda":
+        return torch.zeros(3, dtype=torch.float64, device=device)
+    counters = [torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device),
+                torch.cuda.max_memory_allocated(device)]
+    return torch.tensor(counters, dtype=torch.float64).to(device, non_blocking=True)
+
+
+def device_names(accelerator: Any) -> list[str]:
+    """Every process's GPU name in process order (a collective: every process calls it); [] without CUDA."""
+    if accelerator.device.type != "cuda":
+        return []
+    from accelerate.utils import gather_object
+
+    return gather_object([torch.cuda.get_device_name(accelerator.device)])

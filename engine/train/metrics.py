@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import torch
-
 from tuner.engine.events import EventWriter
 from tuner.engine.train.meters import Meters
 
@@ -27,7 +25,8 @@ class MetricsSink(Protocol):
     """Receives the loop's per-step scalars and its validation samples (main process only)."""
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        """The scalars of one optimizer step: loss, lr, grad_norm (None when not measured), epoch."""
+        """The scalars of one optimizer step: loss, lr, grad_norm (None when not measured), epoch, and
+        gpu_memory: each process's [allocated, reserved, peak] bytes on its GPU, in process order."""
 
     def log_samples(self, step: int, samples: Samples) -> None:
         """The files one validation prompt produced at `step`."""
@@ -40,10 +39,10 @@ class EventsSink:
     """The job's events file: `progress` at a steady pace and `memory` now and then (as Meters decides),
     one `validation` per prompt. The daemon and the TUI read these payloads; their keys must not change."""
 
-    def __init__(self, events: EventWriter, meters: Meters, device: torch.device):
+    def __init__(self, events: EventWriter, meters: Meters, gpu_names: list[str]):
         self.events = events
         self.meters = meters
-        self.device = device
+        self.gpu_names = gpu_names  # every process's GPU, in process order (meters.device_names)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if self.meters.should_report(step):
@@ -51,7 +50,7 @@ class EventsSink:
                              loss=metrics["loss"], lr=metrics["lr"], grad_norm=metrics["grad_norm"],
                              **self.meters.rates(step))
         if self.meters.should_report_memory():
-            self.events.emit("memory", **self.meters.memory(self.device))
+            self.events.emit("memory", **self.meters.memory(metrics.get("gpu_memory"), self.gpu_names))
 
     def log_samples(self, step: int, samples: Samples) -> None:
         self.events.emit("validation", prompt=samples.prompt, nickname=samples.nickname, step=step,

@@ -24,6 +24,9 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     """The Accelerator for `cfg`: its mixed precision, the process-group timeout, gloo when several processes have no CUDA."""
     # Several processes without CUDA (torchrun / `accelerate launch --multi_gpu` on a CPU machine):
     # accelerate joins them with gloo only when told this is a CPU run.
+    # NVML (the daemon's claims, the memory readings, tuner check) numbers GPUs by PCI bus, CUDA fastest
+    # first unless told: set before CUDA starts (is_available below), so CUDA_VISIBLE_DEVICES=1 is one card.
+    os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     cpu_group = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     timeout = InitProcessGroupKwargs(timeout=timedelta(minutes=float(cfg.process_group_timeout_minutes)))
     return Accelerator(cpu=cpu_group, mixed_precision="fp16" if cfg.mixed_precision == "fp16" else "no",
