@@ -18,6 +18,7 @@ COMMANDS = {
     "demo": ("tuner.presets.demo", "command"),
     "tiny": ("tuner.engine.tiny", "command"),
     "push": ("tuner.engine.hub", "command"),
+    "merge": ("tuner.engine.merge", "command"),
 }
 
 
@@ -82,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
                                   "else the folder's name in your namespace)")
     p.add_argument("--checkpoints", action="store_true", help="also upload each checkpoint-<step>/ folder")
     p.add_argument("--public", action="store_true", help="create a new repo public (default: private)")
+
+    p = sub.add_parser("merge", help="fold a trained LoRA or LoKr into a full diffusers folder (for tools "
+                                     "that take no adapters)")
+    p.add_argument("adapter", help="the adapter's folder, or the run's output_dir (its pipeline/)")
+    p.add_argument("out", help="a new folder for the merged pipeline")
+    p.add_argument("--into", metavar="BASE", help="the base pipeline: a diffusers folder or hub id (default: the "
+                                                  "run's pretrained_model_name_or_path)")
+    p.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], help="the merged weights' dtype (default: the "
+                                                                      "base's own)")
 
     p = sub.add_parser("tiny", help="build a tiny model of a family from config (for tests and demos)")
     p.add_argument("family", choices=[c.name for c in families.cards() if c.tiny], help="model family")
