@@ -36,13 +36,16 @@ class ModelSize:
     text_encoders: tuple[float, ...]   # parameters of each text encoder
     vae_params: float
     text_tokens: int = 0           # text tokens in the denoiser's joint attention (SD3)
+    dual_attention_layers: int = 0  # blocks with a second self-attention (SD3.5 Medium's MMDiT-X: 0-12)
 
     def as_dict(self, family: FamilyCard) -> dict[str, Any]:
         """The estimator's view: these numbers plus the family and whether it makes video."""
         return {"family": family.name, "params": self.params, "layers": self.layers, "hidden": self.hidden,
-                "attn_modules": self.attn_modules, "vae_factor": self.vae_factor, "patch": self.patch,
+                "attn_modules": self.attn_modules, "dual_attention_layers": self.dual_attention_layers,
+                "vae_factor": self.vae_factor, "patch": self.patch,
                 "text_tokens": self.text_tokens, "text_encoders": list(self.text_encoders),
-                "vae_params": self.vae_params, "video": family.video}
+                "vae_params": self.vae_params, "video": family.video,
+                "last_block_fewer_targets": family.last_block_fewer_targets}
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,11 @@ class FamilyCard:
     adapter_targets: tuple[str, ...]   # module names LoRA wraps by default
     text_max_length: int           # text tokens per prompt unless tokenizer_max_length says otherwise
     temporal_compression: int = 1  # video VAEs: frames per latent frame (a clip has 1 + 4k frames for 4)
+    frame_size: tuple[int, int] | None = None  # video: the checkpoint's training frame (width, height)
+    # Convolutional feed-forward (Sana's GLUMBConv: D → 2h 1×1, 3×3 depthwise on 2h, h → D 1×1, h = mlp_ratio·D),
+    # as (the published mlp_ratio, extra D² per block: Sana Video's 3×1 temporal conv D → D); None: linear.
+    conv_feed_forward: tuple[float, int] | None = None
+    last_block_fewer_targets: int = 0  # adapter targets the last block lacks (SD3: context_pre_only, no to_add_out)
     fixed_schedule: bool = False   # trains on the checkpoint's own flow shift (flow_schedule_* ignored)
     sageattention: bool = True     # whether SageAttention supports the family's head size
     vae_must_match_base: bool = False  # the base model's own VAE only (its latents are what it learned)
@@ -145,7 +153,7 @@ register(FamilyCard(
                   8, 32, 1, _GEMMA2, 0.32e9),
     ),
     pixel_alignment=32, training_types=("full", "lokr"), adapter_targets=ATTENTION_TARGETS,
-    text_max_length=300, sageattention=False,
+    text_max_length=300, sageattention=False, conv_feed_forward=(2.5, 0),
     note="Sana trains full or as a LyCORIS LoKr adapter (plain LoRA is not supported).",
     tiny="tuner.engine.tiny.sana:build_tiny_sana",
 ))
@@ -155,7 +163,9 @@ register(FamilyCard(
         ModelSize("sanavideo-2b", "Efficient-Large-Model/SANA-Video_2B_480p_diffusers", ("video",), 2.06e9, 20,
                   2240, 8, 8, 2, _GEMMA2, 0.127e9),
     ),
-    pixel_alignment=32, temporal_compression=4, training_types=("full", "lokr", "lora"),
+    # 480p at 832×480 and mlp_ratio 3.0: the checkpoint's transformer/config.json and model card
+    pixel_alignment=32, temporal_compression=4, frame_size=(832, 480), conv_feed_forward=(3.0, 3),
+    training_types=("full", "lokr", "lora"),
     adapter_targets=ATTENTION_TARGETS,
     text_max_length=300, fixed_schedule=True, sageattention=False, vae_must_match_base=True,
     note="Sana Video trains full-rank, or an adapter (LoKr, LoRA) on a quantised base for 16 GB cards.",
@@ -166,14 +176,15 @@ register(FamilyCard(
     sizes=(
         ModelSize("sd3.5-large", "stabilityai/stable-diffusion-3.5-large", ("3.5-large",), 8.06e9, 38, 2432, 8,
                   8, 2, _SD3_TEXT, 0.084e9, text_tokens=77 + 154),
+        # MMDiT-X: blocks 0-12 add a second self-attention (its transformer/config.json dual_attention_layers)
         ModelSize("sd3.5-medium", "stabilityai/stable-diffusion-3.5-medium", ("3.5-medium",), 2.24e9, 24, 1536,
-                  12, 8, 2, _SD3_TEXT, 0.084e9, text_tokens=77 + 154),
+                  8, 8, 2, _SD3_TEXT, 0.084e9, text_tokens=77 + 154, dual_attention_layers=13),
         ModelSize("sd3-medium", "stabilityai/stable-diffusion-3-medium-diffusers", ("3-medium",), 2.03e9, 24,
                   1536, 8, 8, 2, _SD3_TEXT, 0.084e9, text_tokens=77 + 154),
     ),
     # SD3's joint attention also projects the text stream (add_*_proj, to_add_out).
     pixel_alignment=16, training_types=("lora", "lokr", "full"),
     adapter_targets=ATTENTION_TARGETS + ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"),
-    text_max_length=154, note="SD3 / 3.5 trains LoRA or LoKr adapters (or full-rank, for the largest cards).",
+    text_max_length=154, last_block_fewer_targets=1, note="SD3 / 3.5 trains LoRA or LoKr adapters (or full-rank, for the largest cards).",
     tiny="tuner.engine.tiny.sd3:build_tiny_sd3",
 ))

@@ -1,14 +1,21 @@
 """A rough per-GPU VRAM estimate for a training config, without torch (the TUI and presets use it).
 
-The run has two peaks and the estimate is the larger one:
+The run has three peaks and the estimate is the largest:
 - caching: the text encoders (in their text_encoder_N_precision) and the VAE encoding
-  vae_batch_size images; the loop unloads the text encoders before the denoiser loads;
+  vae_batch_size images, or one clip at its frame size (the card's frame_size aspect, 832×480 for
+  Sana Video) four frames at a time; the loop unloads the text encoders before the denoiser loads;
 - training: the denoiser's weights (bytes per weight from base_model_precision, weight dtype
   from mixed_precision: bf16 → 2 B, fp16/no → fp32 masters, 4 B), trainable weights' gradients,
   optimizer state, DDP's gradient buckets (one more gradient copy, only with several GPUs), an
   EMA shadow in fp32 when ema_device is the accelerator (the default; on the main process's GPU, the
   one the estimate is for), activations, and the VAE (kept loaded for
-  validation). Validation runs after zero_grad, so it never adds to the gradients' peak.
+  validation); with CREPA (video) also its frozen DINOv2, its trained head, and the decode and
+  encoding of each batch's clean frames, which happen while the activations wait for the backward;
+- validation: after zero_grad, so without gradients or training activations: the weights,
+  optimizer state, EMA and VAE, plus the larger of one block's sampling activations (doubled by
+  classifier-free guidance when validation_guidance > 1) and the VAE's fp32 decode of the
+  validation image or video (Wan decodes one latent frame, four frames, at a time and returns
+  the clip in fp32). The EMA swap keeps the trained weights in RAM (ema.py): one tensor at a time.
 Assumptions (each a rough model, meant to rank presets and warn, not to promise):
 - parameter counts are the published ones for known models (the family cards' sizes), or counted exactly from a
   local folder's safetensors headers, else from its transformer/config.json;
@@ -17,9 +24,11 @@ Assumptions (each a rough model, meant to rank presets and warn, not to promise)
   nf4 (bitsandbytes) quantises linear layers only, so the 2-D convolutions (Sana's GLUMBConv
   feed-forward, ~47 % of Sana 1.6B, ~58 % of Sana Video with its temporal conv) stay in the weight
   dtype, where quanto quantises them too; one block's weights are dequantised at a time (a
-  transient bf16 copy); the base is quantised before it reaches the GPU (quantize.py), so there is
-  no bf16 load peak;
-- trainable: everything (full), r·(in+out) per targeted D×D projection (LoRA), the two Kronecker
+  transient bf16 copy); the base is quantised before it reaches the GPU (quantize.py: on the CPU
+  for quantize_via: cpu, else one bf16 layer at a time on the GPU, which the dequantised block
+  already bounds), so loading has no bf16 peak of the whole model;
+- trainable: everything (full), r·(in+out) per targeted D×D projection (LoRA; SD3.5 Medium's second
+  attention only in its 13 dual-attention blocks, SD3's last block without to_add_out), the two Kronecker
   factors of LyCORIS' factorisation (LoKr); the adapter trains in the weight dtype;
 - optimizer state per trainable weight: AdamW 2 states in the weight dtype, optimi-* add a bf16
   Kahan buffer on bf16 weights, 8-bit bitsandbytes 1 B per state, Lion 1 state, Prodigy 4; a paged
@@ -48,13 +57,21 @@ from typing import Any
 from tuner.engine import families
 from tuner.engine.config.lycoris import read_lycoris_config
 from tuner.engine.config.models import Resolution, TrainConfig
+from tuner.engine.config.values import parse_resolutions
 
 GB = 1024 ** 3
-CONTEXT_GB = 0.8
-FRAGMENTATION = 0.05
-ACT_ELEMENTS = 20
-VAE_BYTES_PER_PIXEL = 1536
-QUANTISED_SHARE = 0.98
+# Rough figures, not measured on a GPU here; bench/gpu_checks.py sets every preset's measured peak beside them.
+CONTEXT_GB = 0.8           # CUDA context + cuBLAS/cuDNN workspaces, as nvidia-smi shows for an idle torch process
+FRAGMENTATION = 0.05       # the caching allocator's reserved-over-allocated overhead
+ACT_ELEMENTS = 20          # elements kept per token and hidden unit per block (Korthikanti et al. 2022, SDPA)
+VAE_BYTES_PER_PIXEL = 1536 # fp32 feature maps at full size: 128 channels × 3 live maps × 4 B
+QUANTISED_SHARE = 0.98     # the embedders and proj_out that quantize.KEEP_FULL_PRECISION leaves in bf16
+# CREPA's frozen encoders: (parameters, width), from the DINOv2 model cards (facebook/dinov2-small/base/large/giant)
+DINOV2 = {"dinov2_vits14": (22.1e6, 384), "dinov2_vitb14": (86.6e6, 768), "dinov2_vitl14": (304e6, 1024),
+          "dinov2_vitg14": (1.14e9, 1536)}
+DINOV2_PATCH = 14
+# A causal video VAE (Wan) decodes one latent frame at a time into this many frames (its temporal compression).
+VIDEO_DECODE_CHUNK = 4
 
 WEIGHT_BYTES = {"no_change": None, "int8-quanto": 1.0 + 2 / 128, "fp8-quanto": 1.0 + 2 / 128,
                 "int4-quanto": 0.5 + 4 / 128, "int2-quanto": 0.25 + 4 / 128, "nf4-bnb": 0.5 + 4 / 64 * 0.5}
@@ -148,16 +165,12 @@ def count_conv_safetensors(folder: Path) -> int:
     return total
 
 
-# Sana's GLUMBConv feed-forward: D → 2h (1×1), a 3×3 depthwise conv on 2h, h → D (1×1), h = mlp_ratio · D;
-# Sana Video's GLUMBTempConv adds a 3×1 temporal conv D → D. family → (published mlp_ratio, extra D² per block).
-_CONV_FEED_FORWARD = {"sana": (2.5, 0), "sanavideo": (3.0, 3)}
-
-
 def conv_params(model: dict[str, Any]) -> float:
-    """Parameters in the denoiser's 2-D convolutions, which nf4 leaves unquantised (0 for a family without them)."""
+    """Parameters in the denoiser's 2-D convolutions, which nf4 leaves unquantised (0 for a family without them):
+    counted from the weights when known, else from the family card's conv_feed_forward."""
     if "conv_params" in model:
         return float(model["conv_params"])
-    known = _CONV_FEED_FORWARD.get(model.get("family", ""))
+    known = families.card(model["family"]).conv_feed_forward if model.get("family") in families.names() else None
     if known is None:
         return 0.0
     ratio, extra = float(model.get("mlp_ratio") or known[0]), known[1]
@@ -188,6 +201,7 @@ def model_from_folder(folder: Path, family: str) -> dict[str, Any]:
     extra = {"conv_params": count_conv_safetensors(folder / "transformer")} if counted else {}
     if "mlp_ratio" in config:
         extra["mlp_ratio"] = float(config["mlp_ratio"])
+    extra["dual_attention_layers"] = len(config.get("dual_attention_layers") or ())
     return {**base, **extra, "params": params, "layers": int(config["num_layers"]), "hidden": hidden,
             "patch": patch[-1] if isinstance(patch, (list, tuple)) else int(patch),
             "text_encoders": [e for e in encoders if e] or base["text_encoders"], "vae_params": vae or base["vae_params"]}
@@ -195,18 +209,37 @@ def model_from_folder(folder: Path, family: str) -> dict[str, Any]:
 
 # --- the estimate ----------------------------------------------------------------------------------
 
-def _tokens(model: dict[str, Any], cfg: dict[str, Any]) -> int:
-    """Transformer tokens per sample at the configured training resolution."""
+def _frame_pixels(model: dict[str, Any], cfg: dict[str, Any]) -> float:
+    """Pixels of one training image, or of one video frame at the checkpoint's frame aspect (the family card's
+    frame_size, 832×480 for Sana Video) with its shorter edge at the configured resolution."""
     size = Resolution(float(cfg["resolution"]), cfg["resolution_type"])
-    if model.get("video"):
-        # the checkpoint's 832×480 aspect, shorter edge = resolution; 4× temporal compression
-        pixels = size.edge ** 2 * 832 / 480
-        frames = 1 + (int(cfg.get("num_frames") or cfg["validation_num_video_frames"] or 81) - 1) // 4
-    else:
-        pixels = size.square_pixels
-        frames = 1
+    frame = families.card(model["family"]).frame_size if model.get("family") in families.names() else None
+    if model.get("video") and frame:
+        return size.edge ** 2 * max(frame) / min(frame)
+    return size.square_pixels
+
+
+def _frames(cfg: dict[str, Any], validation: bool = False) -> int:
+    """Frames per training clip (num_frames) or validation video; 81 (Sana Video's 5 s at 16 fps) when unset."""
+    first = cfg["validation_num_video_frames"] if validation else cfg.get("num_frames")
+    return int(first or cfg["validation_num_video_frames"] or 81)
+
+
+def _tokens(model: dict[str, Any], cfg: dict[str, Any], pixels: float | None = None, frames: int | None = None) -> int:
+    """Transformer tokens per sample at the training resolution (or the given pixels per frame and frames)."""
+    if pixels is None:
+        pixels = _frame_pixels(model, cfg)
+    if frames is None:
+        frames = _frames(cfg) if model.get("video") else 1
+    latent_frames = 1 + (frames - 1) // 4 if model.get("video") else 1  # Wan's 4× temporal compression
     per_frame = pixels / (model["vae_factor"] * model["patch"]) ** 2
-    return int(per_frame * frames + model.get("text_tokens", 0))
+    return int(per_frame * latent_frames + model.get("text_tokens", 0))
+
+
+def _video_decode(pixels: float, frames: int, clips: int) -> float:
+    """A causal video VAE's decode of `clips` clips of `frames` frames of `pixels` each: fp32 feature maps for
+    one chunk of frames at a time, plus the decoded clips in fp32 (3 channels)."""
+    return VAE_BYTES_PER_PIXEL * pixels * VIDEO_DECODE_CHUNK * clips + 3 * 4 * pixels * frames
 
 
 def _lycoris_settings(path: str | None) -> dict[str, Any]:
@@ -220,7 +253,9 @@ def _lycoris_settings(path: str | None) -> dict[str, Any]:
 def _trainable(model: dict[str, Any], cfg: dict[str, Any]) -> float:
     if cfg["model_type"] == "full":
         return model["params"]
-    modules = model["layers"] * model["attn_modules"]
+    # SD3.5 Medium's second self-attention (to_q/k/v/out of attn2) exists only in its dual_attention_layers
+    modules = (model["layers"] * model["attn_modules"] + model.get("dual_attention_layers", 0) * len(families.ATTENTION_TARGETS)
+               - model.get("last_block_fewer_targets", 0))
     hidden = model["hidden"]
     if cfg["lora_type"] == "lycoris":
         settings = _lycoris_settings(cfg.get("lycoris_config"))
@@ -298,22 +333,58 @@ def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
     else:
         parts["activations"] = model["layers"] * layer_act
     parts["vae"] = model["vae_params"] * 4
+    pixels = _frame_pixels(model, cfg)
+    if cfg["crepa_enabled"] and model.get("video"):
+        # crepa.py: a frozen DINOv2 in the weight dtype beside the denoiser, a trained fp32 head
+        # (D → D → encoder width: weights, gradients, optimizer state), and after each forward, while the
+        # activations wait for the backward, the batch's clean latents decoded and every frame encoded
+        dino_params, dino_dim = DINOV2[cfg["crepa_encoder"]]
+        parts["crepa_encoder"] = dino_params * wbytes
+        head = model["hidden"] ** 2 + model["hidden"] * dino_dim
+        parts["crepa_head"] = head * 4 * (2 + states)
+        frames = _frames(cfg) * batch
+        dino_tokens = (int(cfg["crepa_encoder_image_size"]) // DINOV2_PATCH) ** 2 + 1
+        encode_frames = ACT_ELEMENTS * dino_tokens * dino_dim * wbytes * frames  # one layer at a time (no_grad)
+        parts["crepa_targets"] = max(_video_decode(pixels, frames, batch), encode_frames)
     training = sum(parts.values())
+    held = training - parts["gradients"] - parts["activations"] - parts.get("crepa_targets", 0.0)
+
+    # validation peak (validation.py): after zero_grad, so no gradients or training activations; what stays
+    # is the weights, the optimizer state, the EMA and the VAE. Sampling holds one block's activations at a
+    # time for the cond and uncond halves of classifier-free guidance (guidance > 1), then the VAE decodes
+    # in fp32 (Wan's vae_dtype default). The EMA swap keeps the trained weights in RAM (ema.py), so it adds
+    # one tensor at a time here, not a copy of the model.
+    validation = 0.0
+    if not cfg["validation_disable"]:
+        try:
+            sizes = parse_resolutions(cfg["validation_resolution"]) if cfg["validation_resolution"] else []
+        except ValueError:  # `tuner check` names a bad size; the estimate takes the training size
+            sizes = []
+        v_pixels = max((w * h for w, h in sizes), default=pixels)
+        v_frames = _frames(cfg, validation=True) if model.get("video") else 1
+        guided = 2 if float(cfg["validation_guidance"]) > 1 else 1
+        v_tokens = _tokens(model, cfg, v_pixels, v_frames)
+        denoise = ACT_ELEMENTS * v_tokens * model["hidden"] * act_bytes * guided
+        decode = _video_decode(v_pixels, v_frames, 1) if model.get("video") else VAE_BYTES_PER_PIXEL * v_pixels
+        parts.update({"validation_denoise": denoise, "validation_decode": decode})
+        validation = held + max(denoise, decode)
 
     # caching peak: text encoders + VAE encoding; the denoiser is not loaded yet
     encoders = 0.0
     for index, count in enumerate(model["text_encoders"], start=1):
         tq = WEIGHT_BYTES.get(cfg[f"text_encoder_{index}_precision"])
         encoders += count * (wbytes if tq is None else tq)
-    encode = VAE_BYTES_PER_PIXEL * Resolution(float(cfg["resolution"]), cfg["resolution_type"]).square_pixels * int(cfg["vae_batch_size"])
     if model.get("video"):
-        encode *= 4  # a clip's frames pass the causal 3D VAE in chunks of four
+        # one clip at a time, its frames through the causal 3D VAE in chunks of four, the clip itself in fp32
+        encode = VAE_BYTES_PER_PIXEL * pixels * VIDEO_DECODE_CHUNK + 3 * 4 * pixels * _frames(cfg)
+    else:
+        encode = VAE_BYTES_PER_PIXEL * pixels * int(cfg["vae_batch_size"])
     caching = encoders + model["vae_params"] * 4 + encode
     parts.update({"caching_text_encoders": encoders, "caching_vae_encode": encode})
 
-    peak = max(training, caching)
-    total = (peak * (1 + FRAGMENTATION)) / GB + CONTEXT_GB
-    notes.append(f"peak while {'training' if training >= caching else 'caching'}; "
-                 f"{tokens} tokens per sample, {trainable / 1e6:.1f} M trainable weights")
+    peaks = {"training": training, "validation": validation, "caching": caching}
+    worst = max(peaks, key=peaks.get)
+    total = (peaks[worst] * (1 + FRAGMENTATION)) / GB + CONTEXT_GB
+    notes.append(f"peak while {worst}; {tokens} tokens per sample, {trainable / 1e6:.1f} M trainable weights")
     return {"total_gb": round(total, 2), "parts": {k: round(v / GB, 3) for k, v in parts.items()},
             "assumptions": notes}
