@@ -116,3 +116,27 @@ def test_merge_inputs_that_cannot_work_say_what_to_give(tmp_path, tiny_sana, giv
     assert done.returncode == 1 and says in done.stderr, done.stderr
     if given == "out":
         assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_a_lokr_read_by_its_lycoris_key_names_alone_reproduces_the_trained_model(tmp_path, tiny_sana):
+    # As ComfyUI or the lycoris library read the file: every `lycoris_<module path, dots as
+    # underscores>` names a layer whose weight grows by kron(w1, w2_a @ w2_b) · alpha / rank.
+    from safetensors.torch import load_file
+
+    adapted = _trained_lokr(tiny_sana, tmp_path / "adapter")
+    state = load_file(str(tmp_path / "adapter" / adapters.LOKR_WEIGHTS))
+    model = _transformer(tiny_sana)
+    layers = {"lycoris_" + name.replace(".", "_"): module for name, module in model.named_modules()}
+    prefixes = {key.rsplit(".", 1)[0] for key in state}
+    with torch.no_grad():
+        for prefix in prefixes:
+            w2 = state.get(f"{prefix}.lokr_w2")
+            rank = None
+            if w2 is None:
+                w2 = state[f"{prefix}.lokr_w2_a"] @ state[f"{prefix}.lokr_w2_b"]
+                rank = state[f"{prefix}.lokr_w2_b"].shape[0]
+            scale = float(state[f"{prefix}.alpha"]) / rank if rank else 1.0
+            layers[prefix].weight += torch.kron(state[f"{prefix}.lokr_w1"], w2) * scale
+        read = model(**_inputs())[0]
+    assert len(prefixes) == 16  # q, k, v, out of both attentions in each of the two blocks
+    assert torch.allclose(read, adapted, atol=1e-4), (read - adapted).abs().max()
