@@ -45,7 +45,8 @@ def test_a_tracker_sink_gets_every_step_and_the_figures_of_the_events_file(tmp_p
     progress = events_of(job, "progress")
     assert progress, "the events file got no progress events"
     for event in progress:  # the events file is throttled; what it holds, the tracker got too
-        assert {k: event[k] for k in ("epoch", "loss", "lr", "grad_norm")} == logged[event["step"]]
+        keys = ("epoch", "loss", "lr", "grad_norm")
+        assert {k: event[k] for k in keys} == {k: logged[event["step"]][k] for k in keys}
     validation = events_of(job, "validation")
     assert len(validation) >= 2
     assert [(s, x.nickname, x.prompt, [str(p) for p in x.paths]) for s, x in tracker.samples] == \
