@@ -104,7 +104,7 @@ def test_wandb_offline_run_holds_the_same_series_and_the_config(tracked_run):
     for step in (2, 4):
         image = history[step]["validation/validation/path"]
         assert (runs[0] / "files" / json.loads(image)).is_file()
-    assert json.loads(config["learning_rate"]) == 5e-4
+    assert json.loads(config["learning_rate"]) == 2e-3
     assert json.loads(config["report_to"]) == "tensorboard,wandb"
     assert json.loads(config["datasets"])[0]["id"] == "shapes"
 
