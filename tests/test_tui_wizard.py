@@ -89,7 +89,7 @@ async def test_wizard_writes_files_that_check_clean_and_match_the_review(tmp_pat
         await pilot.press("ctrl+n")
         await settle(pilot)
         assert isinstance(app.screen, TrainingStep)
-        assert "learning_rate" in str(app.screen.query_one("#step-problems").render())
+        assert "learning rate: got 'fast'" in str(app.screen.query_one("#step-problems").render())
         # Back and forth keeps what was entered, even what is not valid yet.
         await pilot.press("ctrl+b")
         await settle(pilot)
@@ -148,7 +148,7 @@ async def ranked_for(vram: float, gpus: int) -> list[tuple[str, str]]:
         await next_step(pilot, ModelStep)
         await next_step(pilot, PresetStep)
         picker = app.screen.query_one(PresetPicker)
-        assert app.screen.query_one(OptionList).option_count == len(picker.ranked)
+        assert app.screen.query_one(OptionList).option_count == len(picker.ranked) + 1   # and "no preset"
         return [(p.name, fit) for p, fit, _ in picker.ranked]
 
 

@@ -68,6 +68,7 @@ class WizardState:
     preset: str | None = None
     preset_keys: dict[str, Any] = field(default_factory=dict)   # what the taken preset set, to undo on a switch
     preset_dataset_keys: dict[str, Any] = field(default_factory=dict)
+    preset_declined: bool = False   # "no preset" was chosen (so the step shows that row again)
     planned: bool = False
     config_folder: str = ""
     detected: dict[str, Any] | None = None   # the probe's result, kept while a planned machine is shown
@@ -97,9 +98,28 @@ class WizardState:
     def family(self) -> str:
         return self.config.get("model_family", "sana")
 
-    def take_preset(self, preset: Any) -> None:
+    def edits_a_preset_resets(self, preset: Any) -> list[str]:
+        """The config keys (and "<dataset id>.key" dataset keys) the user set that taking `preset` would
+        change: values that are neither the previous preset's nor the wizard's defaults."""
+        own = {"model_family", "model_type", "lora_type", "pretrained_model_name_or_path"}   # earlier steps'
+        fresh = WizardState(hardware=None)
+        edited = [key for key, value in preset.config.items()
+                  if key not in own and key in self.config and self.config[key] != value
+                  and self.preset_keys.get(key, fresh.config.get(key)) != self.config[key]]
+        default = new_dataset()
+        for ds in self.pixel_datasets():
+            edited += [f"{ds['id']}.{key}" for key, value in preset.dataset.items()
+                       if key != "video" and key in ds and ds[key] != value
+                       and self.preset_dataset_keys.get(key, default.get(key)) != ds[key]]
+        return edited
+
+    def take_preset(self, preset: Any, keep: list[str] = ()) -> None:
         """Lay a preset over the config: the previous preset's keys go first (unless the user changed
-        them since), and a model the user chose (a local folder, an id no card publishes) stays."""
+        them since), and a model the user chose (a local folder, an id no card publishes) stays, as do
+        the edits named in `keep` (keys as edits_a_preset_resets names them)."""
+        kept = {key: copy.deepcopy(self.config[key]) for key in keep if key in self.config}
+        kept_ds = {key: copy.deepcopy(ds[name]) for ds in self.pixel_datasets()
+                   for key in keep if key.partition(".")[0] == ds["id"] and (name := key.partition(".")[2]) in ds}
         for key, value in self.preset_keys.items():
             if self.config.get(key) == value:
                 self.config.pop(key)
@@ -114,7 +134,14 @@ class WizardState:
             config["pretrained_model_name_or_path"] = model
         self.preset_keys = {k: v for k, v in preset.config.items() if config.get(k) == v}
         self.preset_dataset_keys = {k: v for k, v in preset.dataset.items() if k != "video"}
+        config.update(kept)
+        for ds in datasets:
+            for key, value in kept_ds.items():
+                if key.partition(".")[0] == ds.get("id"):
+                    ds[key.partition(".")[2]] = value
+        self.preset_keys = {k: v for k, v in self.preset_keys.items() if k not in kept}
         self.config, self.datasets, self.preset = config, datasets, preset.name
+        self.preset_declined = False
 
     def set_training(self, kind: str) -> None:
         """Set the config keys for a training type, dropping adapter keys a full fine-tune ignores."""

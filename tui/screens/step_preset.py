@@ -5,7 +5,9 @@ from textual.app import ComposeResult
 from textual.widgets import OptionList, Static
 
 from tuner.engine import families
+from tuner.engine.jobdir import CONFIG, DATABACKEND
 from tuner.presets import NO_FIT
+from tuner.tui.screens.confirm import Confirm
 from tuner.tui.screens.step import StepScreen
 from tuner.tui.widgets.preset_picker import PresetPicker
 from tuner.tui.wizard_state import training_type
@@ -16,11 +18,16 @@ class PresetStep(StepScreen):
 
     INDEX = 2
 
+    def __init__(self, state):
+        super().__init__(state)
+        self.keep_edits: list[str] = []   # the user's edits to keep over the preset's values, as they answered
+
     def body(self) -> ComposeResult:
         yield Static(f"Presets for {families.card(self.state.family).label}, best fit first (↑↓ to look, Ctrl+N to take "
                     "the highlighted one)", classes="help")
-        yield PresetPicker(self.state.family, self.state.hardware or {}, self.state.preset,
-                           allow_keep=bool(self.state.config_folder), id="picker")
+        keep = self.state.config_folder or self.state.preset_declined
+        yield PresetPicker(self.state.family, self.state.hardware or {},
+                           self.state.preset or (PresetPicker.KEEP if keep else None), id="picker")
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -29,8 +36,44 @@ class PresetStep(StepScreen):
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         self.action_next()
 
+    def action_next(self) -> None:
+        picker = self.query_one(PresetPicker)
+        preset = picker.highlighted
+        edited = self.state.edits_a_preset_resets(preset) \
+            if preset is not None and preset.name != self.state.preset else []
+        if not edited:
+            super().action_next()
+            return
+
+        def answered(reset: bool | None) -> None:
+            self.keep_edits = [] if reset else edited
+            super(PresetStep, self).action_next()
+
+        self.app.push_screen(Confirm(self.edits_question(preset, edited), yes="Use the preset's values",
+                                     no="Keep mine"), answered)
+
+    def edits_question(self, preset, edited: list[str]) -> str:
+        """The question before a preset resets what the user set: each field by its step and label."""
+        from tuner.tui.screens.wizard import field_place
+
+        lines = []
+        for key in edited:
+            dataset, _, name = key.rpartition(".")
+            file, value = (DATABACKEND, preset.dataset[name]) if dataset else (CONFIG, preset.config[key])
+            place = field_place(file, key)
+            where = f"{place[0]} › {place[1]}" + (f" ({dataset})" if dataset else "") if place else key
+            current = next(d for d in self.state.pixel_datasets() if d["id"] == dataset)[name] if dataset \
+                else self.state.config[key]
+            lines.append(f"  • {where}: yours {current!r}, the preset's {value!r}")
+        return (f"{preset.name} sets fields you changed:\n" + "\n".join(lines)
+                + "\n\nUse the preset's values for them, or keep yours (the rest of the preset is taken either way)?")
+
+    def keep(self) -> None:
+        """Going back takes nothing: a preset is laid over the config only by Next, after asking."""
+
     def save(self) -> list[str]:
         picker = self.query_one(PresetPicker)
+        self.state.preset_declined = picker.keep
         if picker.keep:
             self.state.preset = None
             return []
@@ -41,7 +84,8 @@ class PresetStep(StepScreen):
         if preset.name != self.state.preset:
             # Applied once per choice, so coming back here does not undo later steps' edits.
             kind = training_type(self.state.config)
-            self.state.take_preset(preset)
+            self.state.take_preset(preset, keep=self.keep_edits)
+            self.keep_edits = []
             now = training_type(self.state.config)
             self.state.set_training(now)
             if now != kind:

@@ -28,7 +28,9 @@ LABELS = {"validation_prompt": "prompt", "validation_negative_prompt": "negative
           "num_train_epochs": "epochs", "train_batch_size": "batch size",
           "gradient_accumulation_steps": "accumulation steps", "checkpoint_step_interval": "checkpoint every N steps",
           "checkpoints_total_limit": "checkpoints kept", "use_ema": "EMA", "mixed_precision": "precision",
-          "gradient_checkpointing_interval": "grad. checkpointing interval", "output_dir": "output folder"}
+          "gradient_checkpointing_interval": "grad. checkpointing interval", "output_dir": "output folder",
+          "learning_rate": "learning rate", "optimizer": "optimizer", "lr_scheduler": "LR schedule",
+          "gradient_checkpointing": "grad. checkpointing"}
 
 
 def keep_raw(state, values: dict) -> None:

@@ -33,11 +33,11 @@ class PresetPicker(Guarded, Vertical):
 
     KEEP = "__keep__"
 
-    def __init__(self, family: str, hardware: dict[str, Any], selected: str | None = None, *,
-                 allow_keep: bool = False, **kwargs):
+    def __init__(self, family: str, hardware: dict[str, Any], selected: str | None = None, **kwargs):
+        """`selected`: the preset to highlight, KEEP for the "no preset" row, None for the best fit."""
         super().__init__(**kwargs)
-        # An opened config already has its settings: a preset would overwrite them, so offer not to.
-        self.allow_keep = allow_keep
+        # Always offered: an opened config already has its settings, and a new one may want only its own.
+        self.allow_keep = True
         self.errors: list = []
         self.ranked: list[tuple[Preset, str, str]] = rank_presets(list_presets(family, errors=self.errors), hardware)
         self.hardware = hardware
@@ -45,7 +45,7 @@ class PresetPicker(Guarded, Vertical):
 
     def compose(self) -> ComposeResult:
         have = vram_of(self.hardware)
-        options = [Option(Text("  keep the settings as they are (no preset)", style="italic"), id=self.KEEP)] \
+        options = [Option(Text("  no preset: keep the settings as they are", style="italic"), id=self.KEEP)] \
             if self.allow_keep else []
         for preset, fit, _reason in self.ranked:
             mark, colour = MARKS[fit]
@@ -63,8 +63,10 @@ class PresetPicker(Guarded, Vertical):
     def on_mount(self) -> None:
         names = ([self.KEEP] if self.allow_keep else []) + [p.name for p, _, _ in self.ranked]
         option_list = self.query_one(OptionList)
-        if names:
-            option_list.highlighted = names.index(self.selected) if self.selected in names else 0
+        if self.selected in names:
+            option_list.highlighted = names.index(self.selected)
+        else:   # the best fit, or the "no preset" row when the family has none
+            option_list.highlighted = min(1, len(names) - 1)
 
     @property
     def keep(self) -> bool:
@@ -81,7 +83,8 @@ class PresetPicker(Guarded, Vertical):
     @on(OptionList.OptionHighlighted)
     def show_detail(self, event: OptionList.OptionHighlighted) -> None:
         if event.option_id == self.KEEP:
-            self.query_one("#preset-detail", Static).update("The opened config's settings stay as they are.")
+            self.query_one("#preset-detail", Static).update(
+                "No preset: the settings stay as they are (the defaults, an opened config's values, your edits).")
             return
         preset, fit, reason = self.ranked[event.option_index - self.allow_keep]
         text = Text()
