@@ -43,9 +43,10 @@ def file_digest(path: Path) -> str:
 
 
 def manifest(folder: Path) -> dict[str, dict[str, int | str]]:
-    """Every file in a checkpoint folder but the marker: its size and SHA-256."""
-    return {p.name: {"size": p.stat().st_size, "sha256": file_digest(p)}
-            for p in sorted(folder.iterdir()) if p.is_file() and p.name != MARKER}
+    """Every file in a checkpoint folder but the marker (those of its subfolders too, by relative
+    path: an FSDP checkpoint's `sharded/`): its size and SHA-256."""
+    return {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": file_digest(p)}
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.relative_to(folder).as_posix() != MARKER}
 
 
 def complete(output_dir: Path) -> list[tuple[int, Path]]:

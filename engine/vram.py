@@ -318,10 +318,19 @@ def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
     states, per_state, kahan = OPTIMIZER_STATES.get(cfg["optimizer"], (2, None, False))
     optimizer = trainable * states * (per_state or tbytes) + (trainable * 2 if kahan and tbytes == 2 else 0)
     parts["optimizer"] = optimizer
-    if gpus > 1:
-        parts["ddp_buckets"] = trainable * tbytes
     if cfg["use_ema"] and cfg["ema_device"] == "accelerator":
         parts["ema"] = trainable * 4
+    sharded = bool(cfg.get("fsdp_enable")) and gpus > 1 and cfg["model_type"] == "full"
+    if sharded:
+        # sharding.py: each GPU holds 1/N of the weights, gradients, optimizer state and EMA, and gathers
+        # a block's full weights for its forward and backward (the next one is prefetched meanwhile)
+        for key in ("weights", "gradients", "optimizer", "ema"):
+            if key in parts:
+                parts[key] /= gpus
+        parts["fsdp_gathered_blocks"] = 2 * per_block * wbytes
+        notes.append(f"FSDP2 over {gpus} GPUs: weights, gradients, optimizer state and EMA sharded")
+    elif gpus > 1:
+        parts["ddp_buckets"] = trainable * tbytes
     batch = int(cfg["train_batch_size"])
     tokens = _tokens(model, cfg)
     layer_act = ACT_ELEMENTS * tokens * model["hidden"] * act_bytes * batch
@@ -367,6 +376,10 @@ def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
         denoise = ACT_ELEMENTS * v_tokens * model["hidden"] * act_bytes * guided
         decode = _video_decode(v_pixels, v_frames, 1) if model.get("video") else VAE_BYTES_PER_PIXEL * v_pixels
         parts.update({"validation_denoise": denoise, "validation_decode": decode})
+        if sharded:  # the main GPU samples with a gathered, unsharded copy of the weights
+            parts["validation_gathered_copy"] = params * wbytes
+            denoise += parts["validation_gathered_copy"]
+            decode += parts["validation_gathered_copy"]
         validation = held + max(denoise, decode)
 
     # caching peak: text encoders + VAE encoding; the denoiser is not loaded yet

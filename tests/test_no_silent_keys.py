@@ -23,6 +23,7 @@ ACTS_OTHERWISE = {
     "attention_mechanism": "only the default (PyTorch SDPA, what runs) passes check without an error or warning",
     "metadata_backend": "only 'discovery' is allowed, and discovery is what the data pipeline does",
     "ignore_final_epochs": "a run always stops at max_train_steps; check warns when false is set beside it",
+    "fsdp_version": "only 2 is allowed (FSDP1 is refused), and FSDP2 is what fsdp_enable runs",
 }
 SOURCES = {str(p.relative_to(ROOT)): p.read_text() for folder in ("engine", "daemon")
            for p in (ROOT / folder).rglob("*.py") if str(p.relative_to(ROOT)) not in NOT_USE}

@@ -6,7 +6,7 @@ import json
 import math
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticUndefined
@@ -151,6 +151,22 @@ class TrainConfig(BaseModel):
     attention_mechanism: Literal["diffusers", "xformers", "sageattention", "sageattention-int8-fp16-triton",
                                  "sageattention-int8-fp16-cuda", "sageattention-int8-fp8-cuda"] = Field(
         "diffusers", description="Attention kernel: diffusers (PyTorch SDPA); SimpleTuner's others are accepted and warned about.")
+
+    # --- several processes: FSDP2 (SimpleTuner's names) --------------------------------------
+    fsdp_enable: bool = Field(False, description="Shard full-rank training over the processes with torch FSDP2 "
+                              "(each keeps 1/N of weights, gradients, optimizer state and EMA).")
+    fsdp_version: Literal[2] = Field(2, description="FSDP version: 2 (torch's fully_shard); FSDP1 is not offered.")
+    fsdp_reshard_after_forward: bool = Field(
+        True, description="Free each block's gathered weights after its forward (less memory, one more gather in the backward).")
+    fsdp_transformer_layer_cls_to_wrap: Optional[Union[str, list[str]]] = Field(
+        None, description="Module classes sharded one by one (default: the family's transformer blocks).")
+    fsdp_activation_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass under FSDP (the same as gradient_checkpointing).")
+    fsdp_state_dict_type: Literal["SHARDED_STATE_DICT", "FULL_STATE_DICT"] = Field(
+        "SHARDED_STATE_DICT", description="Checkpoints hold the sharded state (loadable on any process count); "
+        "FULL_STATE_DICT is accepted and warned about. The export is always a full diffusers folder.")
+    fsdp_cpu_ram_efficient_loading: bool = Field(
+        False, description="Accepted and warned about: every process loads the weights into RAM before sharding.")
 
     # --- EMA ---------------------------------------------------------------------------------
     use_ema: bool = Field(False, description="Keep an exponential moving average of the weights.")

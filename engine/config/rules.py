@@ -316,6 +316,10 @@ NOT_ACTING_YET = {
     "num_validation_images": "not supported yet: one sample is made per prompt and size; remove the key",
     "enable_model_cpu_offload": "not supported yet: the validation models stay on the GPU; to save memory there, "
                                 "lower validation_resolution (or validation_num_video_frames)",
+    "fsdp_state_dict_type": "FULL_STATE_DICT is not offered: checkpoints hold the sharded state, which loads on "
+                            "any number of processes, and the final export is a full diffusers folder anyway",
+    "fsdp_cpu_ram_efficient_loading": "not supported yet: every process loads the base weights into RAM before "
+                                      "sharding; give the machine RAM for one copy per process",
 }
 DATASET_NOT_ACTING_YET = {
     "write_batch_size": "ignored: each cache entry is written as its own file",
@@ -326,6 +330,28 @@ VIDEO_NOT_ACTING_YET = {
               "pipeline samples), but validation samples stay text-to-video: a conditioning image for them is "
               "not supported yet; load pipeline/ into SanaVideoImageToVideoPipeline to try it",
 }
+
+
+@rule
+def fsdp_shards_full_rank_training(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    if not cfg.fsdp_enable:
+        for key in FSDP_SETTINGS:
+            if ctx.is_set(key):
+                yield ctx.config("warning", key, "has no effect without fsdp_enable: true")
+        return
+    if cfg.model_type != "full":
+        yield ctx.config("error", "fsdp_enable", "FSDP shards full-rank training; an adapter is small enough for "
+                         "every process to hold (multi-GPU adapters train with DDP): remove fsdp_enable")
+    if cfg.enable_group_offload:
+        yield ctx.config("error", "enable_group_offload", "cannot offload blocks FSDP shards; use one or the other")
+    if cfg.crepa_enabled:
+        yield ctx.config("error", "crepa_enabled", "CREPA's hooks and head are not sharded yet; turn CREPA off "
+                         "under fsdp_enable, or train on one GPU per process with DDP (remove fsdp_enable)")
+
+
+FSDP_SETTINGS = ("fsdp_reshard_after_forward", "fsdp_transformer_layer_cls_to_wrap", "fsdp_activation_checkpointing",
+                 "fsdp_state_dict_type", "fsdp_cpu_ram_efficient_loading")
 
 
 @rule

@@ -225,7 +225,7 @@ def load_denoiser(cls: type, source: str, dtype: torch.dtype, device: torch.devi
     if quantize.is_quantised(precision) and torch.device(device).type == "cuda":
         kwargs = quantize.load_kwargs(precision, cfg.quantize_via, device, dtype, keep=full_precision_layers(cls, source))
     model = load_component(cls, source, "transformer", torch_dtype=dtype, **kwargs)
-    if cfg.gradient_checkpointing:
+    if cfg.gradient_checkpointing or (cfg.fsdp_enable and cfg.fsdp_activation_checkpointing):  # SimpleTuner's FSDP name
         checkpoint_blocks(model, model.transformer_blocks, cfg.gradient_checkpointing_interval)
     if quantize.is_quantised(precision):
         model = quantize.quantize_model(model, precision, device=device, via=cfg.quantize_via)

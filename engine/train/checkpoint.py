@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from tuner.engine import checkpoints
 from tuner.engine.checkpoints import MARKER
+from tuner.engine.train import sharding
 
 checkpoint_dirs = checkpoints.complete
 
@@ -194,7 +195,7 @@ def needed_bytes(output_dir: Path, model: torch.nn.Module, optimizer: torch.opti
     """The size of the next checkpoint: the last one's, or the trained weights and optimizer state."""
     dirs = checkpoint_dirs(output_dir)
     if dirs:
-        return sum(p.stat().st_size for p in dirs[-1][1].iterdir() if p.is_file())
+        return sum(p.stat().st_size for p in dirs[-1][1].rglob("*") if p.is_file())
     weights = sum(t.numel() * t.element_size() for t in trainable_state(model).values())
     state = sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values()
                 if torch.is_tensor(v))
@@ -236,14 +237,16 @@ def begin(output_dir: Path, step: int) -> Path:
 
 
 def write_main(tmp: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               scheduler: Any, ema: Any, state: dict[str, Any]) -> None:
-    """Rank 0's share: weights, optimizer, scheduler, EMA and the JSON training state."""
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
-    if ema is not None:
-        save_file(ema.state_dict(), str(tmp / "ema.safetensors"))
+               scheduler: Any, ema: Any, state: dict[str, Any], sharded: bool = False) -> None:
+    """Rank 0's share: weights, optimizer, scheduler, EMA and the JSON training state (under FSDP
+    the weights, optimizer and EMA are every process's, written by sharding.save)."""
+    if not sharded:
+        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+        opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        (tmp / "optimizer.json").write_text(json.dumps(opt_meta))
+        if ema is not None:
+            save_file(ema.state_dict(), str(tmp / "ema.safetensors"))
     state = {**state, "scheduler": scheduler.state_dict()}
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
 
@@ -276,17 +279,28 @@ def commit(tmp: Path, output_dir: Path, step: int, limit: int | None) -> Path:
 
 
 def load(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-         ema: Any, generator: torch.Generator, rank: int) -> dict[str, Any]:
-    """Restore everything `write_main`/`write_rank` saved; returns the JSON training state."""
-    load_trainable_state(model, load_file(str(path / "trainable.safetensors")))
-    meta = json.loads((path / "optimizer.json").read_text())
-    optimizer.load_state_dict(_join_optimizer(load_file(str(path / "optimizer.safetensors")), meta))
+         ema: Any, generator: torch.Generator, rank: int, sharded: bool = False) -> dict[str, Any]:
+    """Restore everything `write_main`/`write_rank` (and, under FSDP, sharding.save) saved; returns the
+    JSON training state."""
+    written_sharded = sharding.is_sharded_checkpoint(path)
+    if written_sharded != sharded:
+        raise ValueError(
+            f"config.json: resume_from_checkpoint: {path.name} was written "
+            + ("sharded by FSDP; resume it with fsdp_enable: true on several processes"
+               if written_sharded else "without FSDP; resume it with fsdp_enable off, or start a new output_dir")
+            + " (the checkpoint is kept as it is)")
+    if sharded:
+        sharding.load(path, model, optimizer, ema)
+    else:
+        load_trainable_state(model, load_file(str(path / "trainable.safetensors")))
+        meta = json.loads((path / "optimizer.json").read_text())
+        optimizer.load_state_dict(_join_optimizer(load_file(str(path / "optimizer.safetensors")), meta))
+        if ema is not None:
+            ema_file = path / "ema.safetensors"
+            if ema_file.is_file():
+                ema.load_state_dict(load_file(str(ema_file)))
     state = json.loads((path / "state.json").read_text())
     scheduler.load_state_dict(state.pop("scheduler"))
-    if ema is not None:
-        ema_file = path / "ema.safetensors"
-        if ema_file.is_file():
-            ema.load_state_dict(load_file(str(ema_file)))
     rng_file = path / f"rng-{rank}.safetensors"
     if not rng_file.is_file():  # resumed on more processes than saved: reuse rank 0's
         rng_file = path / "rng-0.safetensors"

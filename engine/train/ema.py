@@ -1,4 +1,5 @@
-"""Exponential moving average of the trained weights, in fp32, kept by the main process only.
+"""Exponential moving average of the trained weights, in fp32, kept by the main process only
+(under FSDP by every process, each for its own shards of the weights).
 
 - On the accelerator (ema_device: accelerator, the default): one foreach lerp over all shadows per
   update, in chunks so the fp32 view of bf16 weights never costs more than a chunk; no host sync.
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
+
+from tuner.engine.train.sharding import local
 
 # Elements per foreach chunk: bounds the transient fp32 copies of low-precision weights (256 MB).
 CHUNK_ELEMENTS = 64 << 20
@@ -46,7 +49,7 @@ class EMA:
         self.device = torch.device(device)
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         params = dict(model.named_parameters())
-        self.shadow = {n: params[n].detach().to(self.device, torch.float32).clone() for n in self.names}
+        self.shadow = {n: local(params[n].detach()).to(self.device, torch.float32).clone() for n in self.names}
         # CPU shadows of weights held elsewhere (or wanted off the step's thread) fold in the background.
         self.background = self.device.type == "cpu"
         self._staging: dict[str, torch.Tensor] = {}
@@ -58,14 +61,14 @@ class EMA:
         """Fold the current weights in when `step` falls on the interval; True when it did (or started to)."""
         if step % self.interval:
             return False
-        params = dict(model.named_parameters())
+        params = {n: local(p.detach()) for n, p in model.named_parameters()}
         if not self.background:
-            _lerp([self.shadow[n] for n in self.names], [params[n].detach() for n in self.names], 1 - self.decay)
+            _lerp([self.shadow[n] for n in self.names], [params[n] for n in self.names], 1 - self.decay)
             return True
         self.wait()  # the staging buffers are free again
         landed = None
         for name in self.names:
-            param = params[name].detach()
+            param = params[name]
             buffer = self._staging.get(name)
             if buffer is None or buffer.dtype != param.dtype:
                 buffer = self._staging[name] = torch.empty(param.shape, dtype=param.dtype, device="cpu",
@@ -96,7 +99,7 @@ class EMA:
 
         The trained weights wait in RAM meanwhile, so validation needs no second copy on the GPU."""
         self.wait()
-        params = dict(model.named_parameters())
+        params = {n: local(p) for n, p in model.named_parameters()}
         saved = {n: params[n].detach().to("cpu", copy=True) for n in self.names}
         try:
             with torch.no_grad():
@@ -111,6 +114,19 @@ class EMA:
     def state_dict(self) -> dict[str, torch.Tensor]:
         self.wait()
         return {f"ema.{n}": t for n, t in self.shadow.items()}
+
+    def sharded_state(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """The shadows as sharded tensors laid out like the model's weights (FSDP checkpoints)."""
+        from torch.distributed.tensor import DTensor
+
+        self.wait()
+        params = dict(model.named_parameters())
+        return {n: DTensor.from_local(self.shadow[n], params[n].device_mesh, params[n].placements,
+                                      shape=params[n].shape, stride=params[n].stride()) for n in self.names}
+
+    def load_sharded_state(self, state: dict[str, torch.Tensor]) -> None:
+        for n in self.names:
+            self.shadow[n].copy_(local(state[n]))
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.wait()

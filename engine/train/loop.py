@@ -6,7 +6,6 @@ sinks. Read top to bottom: `train()` is the whole run.
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import math
 import shutil
@@ -23,7 +22,7 @@ from tuner.engine import flow, hub, model_card
 from tuner.engine.config.prompt_library import validation_library
 from tuner.engine.events import EventWriter
 from tuner.engine.models.base import family_class
-from tuner.engine.train import checkpoint, trackers, trainable
+from tuner.engine.train import checkpoint, sharding, trackers, trainable
 from tuner.engine.train.control import Control
 from tuner.engine.train.crepa import CREPA
 from tuner.engine.train.ema import EMA
@@ -111,6 +110,14 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
                           preview_dir=preview_dir, events=events)
 
     model = trainable.prepare(family.load_transformer(), cfg, family)
+    # FSDP2 (fsdp_enable, several processes): each process keeps its shards of the model from here on.
+    sharded = sharding.enabled(cfg, accelerator.num_processes)
+    if sharded:
+        model = sharding.shard(model, cfg, accelerator.device)
+        events.emit("log", level="info", message=sharding.describe(model, accelerator.num_processes))
+    elif cfg.fsdp_enable:
+        events.emit("log", level="warning", message="fsdp_enable: one process has nothing to shard, so it trains "
+                    "unsharded; launch several processes (num_processes) to shard the model over them")
     model.train()
     # Terms added to the flow loss, trained with the model: CREPA (video) hooks a block and trains a head.
     loss_terms: list[LossTerm] = [CREPA(cfg, family, model, accelerator.device)] if cfg.crepa_enabled else []
@@ -119,14 +126,18 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     total_steps = _total_steps(cfg, data.batches_per_epoch, accum)
     scheduler = make_scheduler(cfg, optimizer, total_steps)
     ema = EMA(model, cfg.ema_decay, cfg.ema_update_interval or 1,
-              accelerator.device if cfg.ema_device == "accelerator" else "cpu") if cfg.use_ema and main else None
-    model, optimizer = accelerator.prepare(model, optimizer)
+              accelerator.device if cfg.ema_device == "accelerator" else "cpu") \
+        if cfg.use_ema and (main or sharded) else None  # under FSDP each process averages its own shards
+    if sharded:  # fully_shard already syncs the gradients: no DDP around it
+        optimizer = accelerator.prepare(optimizer)
+    else:
+        model, optimizer = accelerator.prepare(model, optimizer)
     raw_model = accelerator.unwrap_model(model)
 
     step, nan_streak = 0, 0
     if resume_from is not None:
         state = checkpoint.load(resume_from, model=raw_model, optimizer=optimizer, scheduler=scheduler,
-                                ema=ema, generator=generator, rank=accelerator.process_index)
+                                ema=ema, generator=generator, rank=accelerator.process_index, sharded=sharded)
         step, nan_streak = state["step"], state.get("nan_streak", 0)
         data.load_state_dict(state["data"])
         for term in loss_terms:
@@ -156,9 +167,11 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
             if main:
                 checkpoint.write_main(tmp, model=raw_model, optimizer=optimizer, scheduler=scheduler, ema=ema,
                                       state={"step": step, "epoch": data.epoch, "nan_streak": nan_streak,
-                                             "data": data.state_dict()})
+                                             "data": data.state_dict()}, sharded=sharded)
                 for term in loss_terms:
                     term.save(tmp)
+            if sharded:
+                sharding.save(tmp, raw_model, optimizer, ema)
             checkpoint.write_rank(tmp, accelerator.process_index, generator)
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
@@ -177,10 +190,11 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
 
     def validate() -> None:
         events.emit("status", phase="validating", message=f"step {step}")
-        if main:
-            for samples in validator.run(raw_model, step, ema):
-                for sink in sinks:
-                    sink.log_samples(step, samples)
+        with sharding.main_view(raw_model, family, ema, sharded) as (weights, weights_ema):
+            if main:
+                for samples in validator.run(weights, step, weights_ema):
+                    for sink in sinks:
+                        sink.log_samples(step, samples)
         accelerator.wait_for_everyone()
         model.train()
         events.emit("status", phase="training")
@@ -209,8 +223,7 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
                 model_sigmas, weight = sigmas, None
                 if batch.first_frame is not None:  # image-to-video clips (video.is_i2v): frame 0 is given
                     noisy, model_sigmas, weight = flow.condition_on_first_frame(noisy, batch.first_frame, sigmas)
-                sync = micro == accum - 1
-                with accelerator.autocast(), (contextlib.nullcontext() if sync else accelerator.no_sync(model)):
+                with accelerator.autocast(), sharding.syncing(accelerator, model, sync=micro == accum - 1):
                     goal = flow.target(latents, noise)
                     if prior_preservation and batch.is_regularisation.any():
                         goal = trainable.prior_target(raw_model, family, noisy, model_sigmas, text, goal,
@@ -283,15 +296,18 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
         exported = raw_model.parameters() if cfg.model_type == "full" else checkpoint.trainable_state(raw_model).values()
         checkpoint.check_free_space(output_dir, sum(t.numel() * t.element_size() for t in exported)
                                     * (2 if cfg.use_ema else 1), "the pipeline export")  # alike on every rank
-        if main:
-            result.pipeline = output_dir / "pipeline"
-            trainable.export(raw_model, cfg, family, result.pipeline)
-            card = dict(pipeline_class=family.pipeline_class.__name__, step=step, processes=accelerator.num_processes)
-            model_card.write_card(result.pipeline, bundle, samples=gallery.of(ema=False), **card)
-            if ema is not None:
-                with ema.swapped_into(raw_model) as ema_model:
-                    trainable.export(ema_model, cfg, family, output_dir / "pipeline-ema")
-                model_card.write_card(output_dir / "pipeline-ema", bundle, samples=gallery.of(ema=True), ema=True, **card)
+        with sharding.main_view(raw_model, family, ema, sharded) as (weights, weights_ema):
+            if main:
+                result.pipeline = output_dir / "pipeline"
+                trainable.export(weights, cfg, family, result.pipeline)
+                card = dict(pipeline_class=family.pipeline_class.__name__, step=step,
+                            processes=accelerator.num_processes)
+                model_card.write_card(result.pipeline, bundle, samples=gallery.of(ema=False), **card)
+                if weights_ema is not None:
+                    with weights_ema.swapped_into(weights) as ema_model:
+                        trainable.export(ema_model, cfg, family, output_dir / "pipeline-ema")
+                    model_card.write_card(output_dir / "pipeline-ema", bundle, samples=gallery.of(ema=True),
+                                          ema=True, **card)
         accelerator.wait_for_everyone()
         if pusher is not None:  # after the barrier: the other processes do not wait on an upload
             pusher.upload_exports(step, ema=ema is not None)
@@ -336,5 +352,5 @@ def _clip(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainConfig) ->
             accelerator.clip_grad_value_(params, limit)
         return None
     norm = accelerator.clip_grad_norm_(params, limit if limit > 0 else float("inf"))
-    return float(norm) if norm is not None else None
+    return sharding.as_float(norm)  # a sharded model's norm comes as a DTensor over the shards
 
