@@ -2,7 +2,10 @@
 
 Same model folder, same cached batches, same optimizer, each variant in its own process (so
 peak memory is its own). Prints seconds per step, samples/s, peak RSS and the ratio ours/bare.
-Run: `make bench` or `python bench/step_speed.py [--steps N] [--sizes tiny,small]`.
+Then the same run sharing the machine: idle, and beside one busy process (a fair share of 2 cores
+is 2x the idle step), with the engine's adaptive thread count (engine/train/cpu_share.py) and
+with torch's fixed default (TUNER_CPU_THREADS=off).
+Run: `make bench` or `python bench/step_speed.py [--steps N] [--sizes tiny,small] [--sharing-steps N]`.
 """
 from __future__ import annotations
 
@@ -147,11 +150,47 @@ def process_start_to_first_step(config_dir: Path, job_dir: Path) -> float:
         proc.wait()
 
 
+def run_child(variant: str, config: Path, steps: int, env: dict | None = None) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--variant", variant, "--config", str(config),
+                           "--steps", str(steps)], capture_output=True, text=True, env=env)
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+        sys.exit(f"{variant} ({config}) failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[7:])
+
+
+def sharing(model: Path, work: Path, steps: int, batch: int) -> None:
+    """Median s/step idle and beside one busy process, adaptive threads vs torch's fixed default."""
+    rows = []
+    for policy in ("auto", "off"):
+        env = {**os.environ, "TUNER_CPU_THREADS": policy}
+        env.pop("OMP_NUM_THREADS", None)
+        figures = []
+        for competitor in (False, True):
+            config = config_for(model, work / f"{policy}-{int(competitor)}", steps, batch)
+            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if competitor else None
+            try:
+                figures.append(run_child("ours", config, steps, env)["s_per_step"])
+            finally:
+                if busy is not None:
+                    busy.kill()
+                    busy.wait()
+        rows.append((policy, *figures))
+    print(f"\nsharing the machine: tiny, batch {batch}, {steps} steps, median s/step, {os.cpu_count()} CPUs")
+    print(f"{'threads':28} {'idle':>8} {'1 busy process':>15} {'ratio':>6}")
+    names = {"auto": "adaptive (default)", "off": "torch's fixed (=off)"}
+    for policy, idle, contended in rows:
+        print(f"{names[policy]:28} {idle:8.4f} {contended:15.4f} {contended / idle:6.2f}")
+    (_, auto_idle, _), (_, off_idle, _) = rows
+    print(f"adaptive idle vs fixed idle: {auto_idle / off_idle:.3f} (within 5%: {abs(auto_idle / off_idle - 1) <= 0.05})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--sizes", default="tiny,small")
+    parser.add_argument("--sharing-steps", type=int, default=300, help="0 skips the sharing figures")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -164,12 +203,7 @@ def main() -> None:
         results = {}
         for variant in ("bare", "ours"):
             config = config_for(model, root / size / variant, args.steps, args.batch)
-            proc = subprocess.run([sys.executable, __file__, "--variant", variant, "--config", str(config),
-                                   "--steps", str(args.steps)], capture_output=True, text=True)
-            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if line is None:
-                sys.exit(f"{variant} ({size}) failed:\n{proc.stderr[-3000:]}")
-            results[variant] = json.loads(line[7:])
+            results[variant] = run_child(variant, config, args.steps)
         ours, bare = results["ours"], results["bare"]
         fresh = config_for(model, root / size / "process", args.steps, args.batch)
         # Twice: the first run fills the caches, the second is what a user sees on a rerun.
@@ -188,6 +222,8 @@ def main() -> None:
               f"{ours['s_per_step'] / bare['s_per_step']:6.2f} {args.batch / ours['s_per_step']:10.1f} "
               f"{ours['peak_rss_mb']:12.0f} {bare['peak_rss_mb']:12.0f} {ours['start_to_first_step_s']:14.1f}s "
               f"{cold:17.1f}s / {warm:.1f}s")
+    if args.sharing_steps:
+        sharing(build_model("tiny", root / "models"), root / "sharing", args.sharing_steps, args.batch)
 
 
 if __name__ == "__main__":

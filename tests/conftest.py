@@ -5,6 +5,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Configs that set report_to: wandb (SimpleTuner's quickstarts) log offline, never trying the network.
 os.environ.setdefault("WANDB_MODE", "offline")
+# Runs compared weight for weight must not change thread counts with the machine's load (cpu_share.py).
+os.environ.setdefault("TUNER_CPU_THREADS", "off")
 
 import pytest  # noqa: E402
 

@@ -147,6 +147,8 @@ class TrainConfig(BaseModel):
     group_offload_blocks_per_group: int = Field(1, ge=1, description="Blocks moved together with block_level offload.")
     group_offload_use_stream: bool = Field(False, description="Overlap offload transfers with compute (CUDA only).")
     group_offload_to_disk_path: Optional[str] = Field(None, description="Offload to this folder on disk instead of RAM.")
+    torch_num_threads: Optional[int] = Field(
+        None, ge=1, description="CPU threads for training on the CPU (unset: follow the cores other programs leave free).")
     enable_model_cpu_offload: bool = Field(False, description="Move whole models to the CPU when idle (not with group offload).")
     attention_mechanism: Literal["diffusers", "xformers", "sageattention", "sageattention-int8-fp16-triton",
                                  "sageattention-int8-fp16-cuda", "sageattention-int8-fp8-cuda"] = Field(

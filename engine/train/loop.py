@@ -22,7 +22,7 @@ from tuner.engine import flow, hub, model_card
 from tuner.engine.config.prompt_library import validation_library
 from tuner.engine.events import EventWriter
 from tuner.engine.models.base import family_class
-from tuner.engine.train import checkpoint, sharding, trackers, trainable
+from tuner.engine.train import checkpoint, cpu_share, sharding, trackers, trainable
 from tuner.engine.train.control import Control
 from tuner.engine.train.crepa import CREPA
 from tuner.engine.train.ema import EMA
@@ -71,6 +71,9 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     if accelerator.device.type == "cpu":
         # Denormal floats make CPU kernels crawl (10x slower steps as weights settle).
         torch.set_flush_denormal(True)
+    # The thread count follows the cores other programs leave free (or torch_num_threads).
+    cpu = cpu_share.setup(cfg, accelerator.device, accelerator.num_processes,
+                          lambda message: events.emit("log", level="info", message=message))
     if not main:
         events = EventWriter(None)
     seed = cfg.seed if cfg.seed is not None else 0
@@ -270,6 +273,8 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
             for sink in sinks:
                 sink.log(step, metrics)
 
+            if cpu is not None:
+                cpu.tick()
             requests = control.poll(accelerator)
             if "stop" in requests or (stop_after is not None and step >= stop_after):
                 save("stop requested" if "stop" in requests else "stopping early")
