@@ -4,17 +4,13 @@ Two real processes joined by gloo run the real training loop on the tiny Sana.""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine_fixtures import demo_config
+from engine_fixtures import demo_config, torchrun_two
 
 SCRIPT = """
 import json, os, sys
@@ -50,13 +46,7 @@ def run_two(tmp: Path, config: Path, stop: int | None = None) -> dict[str, dict]
     """Train `config` on two gloo processes; returns what each rank saw, by rank."""
     script = tmp / "fsdp_run.py"
     script.write_text(SCRIPT)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(port), str(script), str(config), str(tmp), str(stop or "none")],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = torchrun_two(str(script), str(config), str(tmp), str(stop or "none"))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return {rank: json.loads((tmp / f"seen-{rank}.json").read_text()) for rank in ("0", "1")}
 

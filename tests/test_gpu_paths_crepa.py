@@ -3,15 +3,12 @@ must train the same head. Two real processes joined by gloo run the real trainin
 Sana Video, each on its own clips, and write the head they ended with."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from engine_fixtures import torchrun_two
 from video_fixtures import video_config
 
 SCRIPT = """
@@ -60,13 +57,7 @@ def test_every_process_trains_the_same_crepa_head(tmp_path, tiny_sanavideo):
                           crepa_encoder_image_size=28, crepa_lambda=1.0, gradient_accumulation_steps=2)
     script = tmp_path / "crepa_ranks.py"
     script.write_text(SCRIPT)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(port), str(script), str(config), str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = torchrun_two(str(script), str(config), str(tmp_path))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "rank 0 trained 3 steps" in out and "rank 1 trained 3 steps" in out, out[-4000:]

@@ -5,14 +5,10 @@ training loop on the tiny Sana with an int8-quanto base; each reports what its D
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 
-from engine_fixtures import demo_config
+from engine_fixtures import demo_config, torchrun_two
 
 SCRIPT = """
 import json, os, sys
@@ -54,13 +50,7 @@ def test_ddp_leaves_the_quantised_base_alone_and_syncs_the_adapter(tmp_path, tin
                          optimizer="adamw", mixed_precision="no")
     script = tmp_path / "quanto_ddp.py"
     script.write_text(SCRIPT)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", str(port), str(script), str(config), str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = torchrun_two(str(script), str(config), str(tmp_path))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     for rank in (0, 1):
         seen = json.loads((tmp_path / f"ddp-{rank}.json").read_text())
