@@ -12,21 +12,7 @@ from tuner.tui.screens.step_preset import PresetStep
 from tuner.tui.widgets.preset_picker import PresetPicker
 from tuner.tui.wizard_state import WizardState
 
-from tui_support import unexpected_errors  # noqa: F401  (fails a test on any error the crash guard caught)
-
-SIZE = (100, 30)
-
-
-@pytest.fixture(autouse=True)
-def no_daemon(tmp_path, monkeypatch):
-    monkeypatch.setenv("TUNER_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("TUNER_RUNTIME_DIR", str(tmp_path / "run"))
-
-
-async def settle(pilot) -> None:
-    await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
+from tui_support import SIZE, no_daemon, settle, unexpected_errors  # noqa: F401
 
 
 async def test_new_offers_no_preset_and_taking_it_changes_nothing():
