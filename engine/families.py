@@ -7,7 +7,9 @@ ModelFamily protocol (engine/models/base.py) that the card names.
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 # Training types the wizard offers, as the config keys each one sets.
@@ -73,6 +75,7 @@ class FamilyCard:
     note: str = ""                 # one line for the wizard's model step
     tiny: str | None = None        # "module:function" building a tiny model of it (`tuner tiny`, tests, demo)
     shard_blocks: tuple[str, ...] = ()  # transformer block classes FSDP2 shards one by one (fsdp_enable)
+    pipeline: str = ""             # the diffusers pipeline class its model folders name in model_index.json
 
     @property
     def default_model(self) -> str:
@@ -134,6 +137,28 @@ def card(name: str) -> FamilyCard:
         raise KeyError(f"unknown model_family {name!r}; known: {', '.join(names())}") from None
 
 
+def of_model_folder(folder: str | Path) -> tuple[str | None, FamilyCard | None]:
+    """The pipeline class a local model folder's model_index.json names, and the family whose card
+    names it (None, None: no readable model_index.json; a name and None: a pipeline no card knows)."""
+    try:
+        index = json.loads((Path(folder) / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    named = index.get("_class_name") if isinstance(index, dict) else None
+    if not isinstance(named, str):
+        return None, None
+    return named, next((c for c in _CARDS.values() if c.pipeline == named), None)
+
+
+def mismatch(card_: FamilyCard, folder: str | Path) -> str | None:
+    """Why `folder` cannot train as `card_`'s family: its model_index.json names another family's pipeline."""
+    named, owner = of_model_folder(folder)
+    if owner is None or owner.name == card_.name:
+        return None
+    return (f"{folder} holds a {named} ({owner.label}, model_family {owner.name!r}), not a {card_.label} model; "
+            f"set model_family to {owner.name!r}, or choose a {card_.label} model folder")
+
+
 def names() -> list[str]:
     return list(_CARDS)
 
@@ -155,6 +180,7 @@ register(FamilyCard(
     ),
     pixel_alignment=32, training_types=("full", "lokr"), adapter_targets=ATTENTION_TARGETS,
     text_max_length=300, sageattention=False, conv_feed_forward=(2.5, 0), shard_blocks=("SanaTransformerBlock",),
+    pipeline="SanaPipeline",
     note="Sana trains full or as a LyCORIS LoKr adapter (plain LoRA is not supported).",
     tiny="tuner.engine.tiny.sana:build_tiny_sana",
 ))
@@ -169,7 +195,7 @@ register(FamilyCard(
     training_types=("full", "lokr", "lora"),
     adapter_targets=ATTENTION_TARGETS,
     text_max_length=300, fixed_schedule=True, sageattention=False, vae_must_match_base=True,
-    shard_blocks=("SanaVideoTransformerBlock",),
+    shard_blocks=("SanaVideoTransformerBlock",), pipeline="SanaVideoPipeline",
     note="Sana Video trains full-rank, or an adapter (LoKr, LoRA) on a quantised base for 16 GB cards.",
     tiny="tuner.engine.tiny.sanavideo:build_tiny_sanavideo",
 ))
@@ -187,6 +213,8 @@ register(FamilyCard(
     # SD3's joint attention also projects the text stream (add_*_proj, to_add_out).
     pixel_alignment=16, training_types=("lora", "lokr", "full"),
     adapter_targets=ATTENTION_TARGETS + ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"),
-    text_max_length=154, last_block_fewer_targets=1, shard_blocks=("JointTransformerBlock",), note="SD3 / 3.5 trains LoRA or LoKr adapters (or full-rank, for the largest cards).",
+    text_max_length=154, last_block_fewer_targets=1, shard_blocks=("JointTransformerBlock",),
+    pipeline="StableDiffusion3Pipeline",
+    note="SD3 / 3.5 trains LoRA or LoKr adapters (or full-rank, for the largest cards).",
     tiny="tuner.engine.tiny.sd3:build_tiny_sd3",
 ))

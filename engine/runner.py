@@ -67,8 +67,10 @@ def _run(config_path: Path, job_dir: Path, events: EventWriter, base_dir: Path |
     except ConfigError as exc:
         for issue in exc.issues:
             events.emit("log", level=issue.level, message=str(issue))
-        events.emit("error", message=f"the config has {len(exc.issues)} problem(s); run `tuner check {config_path}`",
-                    traceback_path=None)
+        errors = [i for i in exc.issues if i.level == "error"] or exc.issues
+        said = "; ".join(str(i) for i in errors[:3]) + (f"; and {len(errors) - 3} more" if len(errors) > 3 else "")
+        events.emit("error", message=(said if len(errors) == 1 else f"the config has {len(errors)} errors: {said}")
+                    + f" (`tuner check {config_path}` lists every finding)", traceback_path=None)
         events.emit("status", phase="failed", message="invalid config")
         return EXIT_FAILED
     for warning in warnings:

@@ -307,3 +307,33 @@ def test_quanto_kernels_without_a_compiler_are_warned_about_on_a_gpu_machine(tmp
     gpu = {"platform": "linux", "gpus": [{"name": "RTX 4090", "compute_capability": [8, 9], "backend": "cuda"}]}
     found = [i for i in load_bundle(folder, base_dir=tmp_path, hardware=gpu).warnings if i.key == "base_model_precision"]
     assert found and "nvcc and ninja are not installed here" in found[0].message
+
+
+def test_an_output_dir_with_an_earlier_runs_checkpoints_is_refused_unless_the_run_continues_it(tmp_path: Path) -> None:
+    folder = write_folder(tmp_path, GOOD_CONFIG, GOOD_DATASETS, GOOD_PROMPTS)
+    earlier = tmp_path / "out" / "checkpoint-40"
+    earlier.mkdir(parents=True)
+    (earlier / "checkpoint.json").write_text("{}")
+    [issue] = [i for i in check_bundle(folder, base_dir=tmp_path) if i.level == "error"]
+    assert (issue.key, Path(issue.file).name) == ("output_dir", CONFIG)
+    assert "already holds checkpoints of an earlier run (latest: checkpoint-40)" in issue.message
+    assert '"resume_from_checkpoint": "latest"' in issue.message and "new output_dir" in issue.message
+    (folder / "config.json").write_text(json.dumps({**GOOD_CONFIG, "--resume_from_checkpoint": "latest"}))
+    assert [i for i in check_bundle(folder, base_dir=tmp_path) if i.level == "error"] == []
+
+
+def test_a_model_folder_of_another_family_is_refused_by_its_model_index(tmp_path: Path) -> None:
+    model = tmp_path / "models" / "my-sd35"
+    model.mkdir(parents=True)
+    (model / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
+    config = {**GOOD_CONFIG, "--model_family": "sana", "--model_type": "full", "--optimizer": "adamw",
+              "--pretrained_model_name_or_path": str(model)}
+    folder = write_folder(tmp_path, config, GOOD_DATASETS, GOOD_PROMPTS)
+    [issue] = [i for i in check_bundle(folder, base_dir=tmp_path) if i.level == "error"]
+    assert issue.key == "pretrained_model_name_or_path"
+    assert "holds a StableDiffusion3Pipeline (SD3 / 3.5, model_family 'sd3'), not a Sana model" in issue.message
+    assert "set model_family to 'sd3'" in issue.message
+    # The family the folder names, or a folder that names no known pipeline, passes.
+    (folder / "config.json").write_text(json.dumps({**config, "--model_family": "sd3", "--model_type": "lora",
+                                                    "--optimizer": "adamw_bf16"}))
+    assert [i for i in check_bundle(folder, base_dir=tmp_path) if i.level == "error"] == []

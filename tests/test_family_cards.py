@@ -90,3 +90,11 @@ async def test_the_wizard_offers_a_registered_family(toy_card, tmp_path, monkeyp
         training = screen.query_one("#training", Select)
         assert [value for _label, value in training._options] == ["lora"]
         assert "Toy Flow trains LoRA adapters." in str(screen.query_one("#model-help").render())
+
+
+def test_each_card_names_the_pipeline_its_model_folders_hold(tiny_sana, tiny_sd3, tiny_sanavideo):
+    """The card's pipeline is what `tuner check` compares a local model folder's model_index.json with."""
+    for name, folder in (("sana", tiny_sana), ("sd3", tiny_sd3), ("sanavideo", tiny_sanavideo)):
+        card = families.card(name)
+        assert card.engine_class().pipeline_class.fget(None).__name__ == card.pipeline
+        assert json.loads((Path(folder) / "model_index.json").read_text())["_class_name"] == card.pipeline

@@ -26,6 +26,20 @@ def test_scan_counts_buckets_and_names_what_would_fail(tmp_path):
     assert fixed.errors == []
 
 
+def test_scan_says_how_many_samples_each_epoch_leaves_out(tmp_path):
+    """The engine fills only whole batches per bucket: 5 images in one bucket and batch 4 leave 1 out."""
+    folder = make_dataset(tmp_path / "shapes", count=5)
+    report = scan_folder({"instance_data_dir": str(folder), "caption_strategy": "textfile", "crop": True},
+                         {**CONFIG, "gradient_accumulation_steps": 1})
+    assert report.errors == [] and report.dropped == 1
+    [warning] = report.warnings
+    assert "1 of 5 samples per epoch are left out" in warning and "64×64: 1 left over" in warning
+    # repeats 3: 20 samples fill 5 batches of 4.
+    even = scan_folder({"instance_data_dir": str(folder), "caption_strategy": "textfile", "crop": True,
+                        "repeats": 3}, {**CONFIG, "gradient_accumulation_steps": 1})
+    assert even.dropped == 0 and even.warnings == []
+
+
 def test_scan_of_a_missing_folder_says_so(tmp_path):
     report = scan_folder({"instance_data_dir": str(tmp_path / "nope")}, CONFIG)
     assert report.errors == [f"{tmp_path / 'nope'} does not exist"] and report.folder_problem == report.errors[0]

@@ -121,9 +121,12 @@ async def test_wizard_writes_files_that_check_clean_and_match_the_review(tmp_pat
     assert parse_train_config(shown_config)[0].model_dump(include=set(shown_config)) == \
            load_bundle(target).train.model_dump(include=set(shown_config))
     assert json.loads(shown["multidatabackend.json"]) == json.loads((target / "multidatabackend.json").read_text())
-    # The review's verdict is check_bundle's on the written folder.
-    assert [(i.level, i.file, i.key, i.message) for i in verdict] == \
-           [(i.level, Path(i.file).name, i.key, i.message) for i in check_bundle(target, hardware=describe(24, 1))]
+    # The review's verdict is check_bundle's on the written folder, plus the dataset scan's findings:
+    # 6 samples (3 images, repeats 1) fill one batch of 4 and leave 2 out of each epoch.
+    engine = [(i.level, Path(i.file).name, i.key, i.message) for i in check_bundle(target, hardware=describe(24, 1))]
+    assert [(i.level, i.file, i.key, i.message) for i in verdict if i.key != "dataset.repeats"] == engine
+    [left_out] = [i for i in verdict if i.key == "dataset.repeats"]
+    assert left_out.level == "warning" and left_out.message.startswith("2 of 6 samples per epoch are left out")
     assert not [i for i in verdict if i.level == "error"]
     assert config["max_train_steps"] == 50 and config["output_dir"] == str(tmp_path / "out")
     assert config["learning_rate"] == 2e-4

@@ -14,13 +14,14 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from tuner.engine.config import DatasetConfig, TrainConfig, parse_datasets, parse_train_config
+from tuner.engine.config import DatasetConfig, Issue, TrainConfig, parse_datasets, parse_train_config
 from tuner.engine.data.buckets import parse_aspect_buckets
 from tuner.engine.data.captions import captions_for
 from tuner.engine.data.discovery import find_images
 from tuner.engine.data.errors import DataError
 from tuner.engine.data.placement import place
 from tuner.engine.data.sizing import SizeRule
+from tuner.engine.jobdir import DATABACKEND
 from tuner.tui.folders import folder_to_read
 
 @dataclass
@@ -38,6 +39,7 @@ class ScanReport:
     folder_problem: str = ""                               # the folder itself is missing or unreadable
     warnings: list[str] = field(default_factory=list)
     suggested_repeats: int | None = None
+    dropped: int = 0                                       # samples per epoch no full batch takes
 
 
 def has_caption(path: Path, strategy: str, instance_prompt: str | None) -> bool:
@@ -148,3 +150,41 @@ def _judge(report: ScanReport, dataset: DatasetConfig, train: TrainConfig, proce
         report.suggested_repeats = math.ceil(batch / max(report.buckets.values())) - 1
         report.errors.append(f"no aspect bucket fills a batch of {batch}: crop to square, "
                              f"or set repeats to {report.suggested_repeats}")
+    elif dataset.crop_aspect != "random":   # a random aspect's buckets are drawn anew each epoch
+        _say_dropped(report, repeats, batch)
+
+
+def _say_dropped(report: ScanReport, repeats: int, batch: int) -> None:
+    """The engine cuts each bucket into whole batches and leaves the rest out of the epoch (engine/data/sampler.py)."""
+    left = {size: n * (repeats + 1) % batch for size, n in report.buckets.items()}
+    report.dropped = sum(left.values())
+    if report.dropped:
+        where = ", ".join(f"{w}×{h}: {n}" for (w, h), n in sorted(left.items()) if n)
+        report.warnings.append(
+            f"{report.dropped} of {report.usable * (repeats + 1)} samples per epoch are left out, since buckets fill "
+            f"only whole batches of {batch} ({where} left over): crop to square, change repeats, or pick a batch "
+            "size the buckets divide into")
+
+
+def scan_issues(datasets: list[dict[str, Any]], config: dict[str, Any], processes: int,
+                checked: list[Issue]) -> list[Issue]:
+    """The scan's findings on every dataset as the config check's Issues (for the wizard's review).
+
+    A dataset the check already faults (a missing folder, a bad value) is left to that finding.
+    The batch findings are the repeats field's, the rest the folder's.
+    """
+    found = []
+    for index, dataset in enumerate(datasets):
+        owner = str(dataset.get("id") or f"#{index + 1}")
+        if any(i.file == DATABACKEND and i.key.split(".")[0] == owner and i.level == "error" for i in checked):
+            continue
+        report = scan_folder(dataset, config, processes)
+        if report.folder_problem:
+            continue
+        for level, messages in (("error", report.errors), ("warning", report.warnings)):
+            for message in messages:
+                batchwise = (level == "error" and report.suggested_repeats is not None) or (
+                    level == "warning" and report.dropped and "samples per epoch are left out" in message)
+                found.append(Issue(level, DATABACKEND, f"{owner}.{'repeats' if batchwise else 'instance_data_dir'}",
+                                   message))
+    return found

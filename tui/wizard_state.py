@@ -149,6 +149,10 @@ class WizardState:
         if kind == "full":
             self.config.pop("lora_type", None)
 
+    def processes(self) -> int:
+        """How many training processes share a batch: one per GPU (one on the CPU)."""
+        return len((self.hardware or {}).get("gpus") or []) or 1
+
     def pixel_datasets(self) -> list[dict[str, Any]]:
         return [d for d in self.datasets if d.get("dataset_type", "image") != "text_embeds"]
 

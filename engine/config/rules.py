@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuner.engine import families, offload
+from tuner.engine import checkpoints, families, offload
 from tuner.engine.config.bundle import ConfigBundle
 from tuner.engine.config.issues import Issue, display
 from tuner.engine.config.lycoris import lycoris_problems
@@ -289,6 +289,22 @@ def output_dir_is_a_folder(ctx: Context) -> Iterator[Issue]:
     value = ctx.bundle.train.output_dir
     if ctx.bundle.resolve(value).is_file():
         yield ctx.config("error", "output_dir", f"{value!r} is a file; choose a folder name")
+
+
+@rule
+def output_dir_holds_no_earlier_run(ctx: Context) -> Iterator[Issue]:
+    cfg = ctx.bundle.train
+    problem = checkpoints.earlier_run(ctx.bundle.resolve(cfg.output_dir), cfg.resume_from_checkpoint)
+    if problem:
+        yield ctx.config("error", "output_dir", problem)
+
+
+@rule
+def family_matches_model_folder(ctx: Context) -> Iterator[Issue]:
+    source = ctx.bundle.train.pretrained_model_name_or_path
+    problem = source and families.mismatch(ctx.bundle.train.family, ctx.bundle.resolve(source))
+    if problem:
+        yield ctx.config("error", "pretrained_model_name_or_path", problem)
 
 
 @rule

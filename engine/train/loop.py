@@ -18,7 +18,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from tuner.engine import flow, hub, model_card
+from tuner.engine import checkpoints, flow, hub, model_card
 from tuner.engine.config.prompt_library import validation_library
 from tuner.engine.events import EventWriter
 from tuner.engine.models.base import family_class
@@ -84,13 +84,10 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     for bad in damaged:  # kept on disk: the user may restore it from a copy
         events.emit("log", level="warning", message=f"skipped {bad.path.name}: {bad.problem}; resuming from "
                     f"{resume_from.name} instead (the damaged checkpoint is left as it is)")
-    if resume_from is None and checkpoint.checkpoint_dirs(output_dir):
-        # A fresh run here would mix its checkpoints with the earlier run's, and the rotation
-        # could delete the new ones: refuse before anything is loaded.
-        latest = checkpoint.find_latest(output_dir)
-        raise FileExistsError(
-            f"config.json: output_dir: {output_dir} already holds checkpoints of an earlier run (latest: {latest.name}); "
-            f"set \"resume_from_checkpoint\": \"latest\" to continue it, or choose a new output_dir")
+    # The config check (rules.output_dir_holds_no_earlier_run) says this before anything starts;
+    # asked again here, since checkpoints may have appeared since.
+    if resume_from is None and (earlier := checkpoints.earlier_run(output_dir, None)):
+        raise FileExistsError(f"config.json: output_dir: {earlier}")
 
     # --- load and cache --------------------------------------------------------------------
     events.emit("status", phase="loading", message=f"loading {cfg.model_family} from {cfg.pretrained_model_name_or_path}")

@@ -68,6 +68,14 @@ class StepScreen(Guarded, Screen):
         if found:
             self.show_problems([problem for _issue, problem in found])
 
+    def on_screen_resume(self) -> None:
+        # Back from Review: the errors it found at this step's fields are marked there.
+        found = self.found_here()
+        if found:
+            problems = [problem for _issue, problem in found]
+            self.show_problems(problems)
+            self.call_after_refresh(self.focus_problem, problems)
+
     def field_key(self, issue: Issue) -> str | None:
         """The key of this step's field an opened folder's issue is about, or None."""
         if issue.file != self.FILE:

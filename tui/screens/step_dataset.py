@@ -100,8 +100,8 @@ class DatasetStep(StepScreen):
     def rescan(self) -> None:
         entry = self.entry()
         self.report_key = json.dumps([entry, self._batch_keys()], sort_keys=True, default=str)
-        gpus = len((self.state.hardware or {}).get("gpus") or []) or 1
-        self.query_one(ScanPanel).scan(self._typed(entry), {**self.state.config}, gpus, self.report_key)
+        self.query_one(ScanPanel).scan(self._typed(entry), {**self.state.config}, self.state.processes(),
+                                       self.report_key)
 
     def _batch_keys(self) -> list:
         return [self.state.config.get(k) for k in ("train_batch_size", "gradient_accumulation_steps", "resolution")]

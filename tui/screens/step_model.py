@@ -85,6 +85,9 @@ class ModelStep(StepScreen):
         if looks_local:
             if not folders.exists(Path(model) / "model_index.json"):
                 return [Problem(key, f"{folders.short(model)} is not a diffusers folder (no model_index.json there)")]
+            problem = families.mismatch(families.card(family), Path(model).expanduser())
+            if problem:
+                return [Problem(key, problem)]
         elif not HUB_ID.fullmatch(model):
             return [Problem(key, f"{model!r} is neither a folder here nor a Hugging Face id (org/name, e.g. "
                                  f"{families.card(family).default_model})")]

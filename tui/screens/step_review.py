@@ -21,7 +21,8 @@ from tuner.tui.widgets.field_row import FieldRow, brief
 from tuner.tui.widgets.path_input import PathInput
 from tuner.engine.config import TrainConfig, job_files, write_job_files
 from tuner.engine.jobdir import CONFIG
-from tuner.tui.screens.wizard import field_place
+from tuner.tui.dataset_scan import scan_issues
+from tuner.tui.screens.wizard import field_place, issue_place
 from tuner.tui.widgets.loose_keys import LooseKey, LooseKeys
 from tuner.tui.wizard_state import FILE_NAMES
 
@@ -92,7 +93,13 @@ class ReviewStep(StepScreen):
 
     @work(thread=True, exclusive=True, group="check")
     def run_check(self) -> None:
-        self.post_message(self.Checked(*self.state.check()))
+        bundle, issues = self.state.check()
+        # The dataset scan's findings too: a batch size raised on Training may leave a bucket unfilled.
+        scanned = scan_issues(self.state.pixel_datasets(), self.state.config, self.state.processes(), issues)
+        if any(i.level == "error" for i in scanned):
+            bundle = None
+        issues = [i for i in issues + scanned if i.level == "error"] + [i for i in issues + scanned if i.level != "error"]
+        self.post_message(self.Checked(bundle, issues))
 
     @on(Checked)
     async def checked(self, message: Checked) -> None:
@@ -101,6 +108,9 @@ class ReviewStep(StepScreen):
         live = {(i.file, i.key) for i in message.issues if i.level == "error"}
         self.state.found = [i for i in self.state.found
                             if field_place(i.file, i.key) is not None or (i.file, i.key) in live]
+        # Each error a field fixes is marked there when the user goes back to its step.
+        self.state.found += [i for i in message.issues if i.level == "error" and field_place(i.file, i.key) is not None
+                             and (i.file, i.key, i.message) not in {(f.file, f.key, f.message) for f in self.state.found}]
         loose = [LooseKey(i.key, self.state.config[i.key], i.level, i.message) for i in message.issues
                  if i.file == CONFIG and i.key in self.state.config and field_place(CONFIG, i.key) is None]
         renamable = {k for k in TrainConfig.model_fields if k not in self.state.config}
@@ -108,13 +118,15 @@ class ReviewStep(StepScreen):
         errors = [i for i in message.issues if i.level == "error"]
         text = Text()
         if errors:
-            text.append(f"✗ {len(errors)} error(s) — fix them (Ctrl+B goes back) before submitting\n", style="bold red")
+            text.append(f"✗ {len(errors)} error(s) — fix them before submitting\n", style="bold red")
         else:
             text.append("✓ check_bundle: no errors", style="bold green")
             text.append("\n" if message.issues else "")
         for issue in message.issues:
-            text.append(f"{'✗' if issue.level == 'error' else '!'} {issue.file}: {issue.key}: {brief(issue.message)}\n",
+            text.append(f"{'✗' if issue.level == 'error' else '!'} {issue_place(issue)}: {brief(issue.message)}\n",
                         style="red" if issue.level == "error" else "yellow")
+        if any(field_place(i.file, i.key) is not None for i in errors):
+            text.append("Ctrl+B goes back; each error is marked at its field\n", style="dim")
         self.query_one("#verdict", Static).update(text)
 
     @on(LooseKeys.Fixed)

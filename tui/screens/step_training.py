@@ -7,6 +7,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Input, Static, TextArea
 
+from tuner.engine import checkpoints
 from tuner.engine.config import TrainConfig
 from tuner.tui.folders import folder_to_write
 from tuner.tui.prompt_library import from_text, portrait_prompts, to_text
@@ -20,7 +21,7 @@ VALIDATION_KEYS = ("validation_prompt", "validation_negative_prompt", "validatio
 TRAINING_KEYS = ("max_train_steps", "num_train_epochs", "learning_rate", "optimizer", "lr_scheduler",
                  "train_batch_size", "gradient_accumulation_steps", "checkpoint_step_interval",
                  "checkpoints_total_limit", "use_ema", "mixed_precision", "gradient_checkpointing",
-                 "gradient_checkpointing_interval", "output_dir")
+                 "gradient_checkpointing_interval", "output_dir", "resume_from_checkpoint")
 LABELS = {"validation_prompt": "prompt", "validation_negative_prompt": "negative prompt",
           "validation_resolution": "resolutions (1024,768x1280)", "validation_guidance": "guidance",
           "validation_num_inference_steps": "steps", "validation_step_interval": "every N steps",
@@ -29,6 +30,7 @@ LABELS = {"validation_prompt": "prompt", "validation_negative_prompt": "negative
           "gradient_accumulation_steps": "accumulation steps", "checkpoint_step_interval": "checkpoint every N steps",
           "checkpoints_total_limit": "checkpoints kept", "use_ema": "EMA", "mixed_precision": "precision",
           "gradient_checkpointing_interval": "grad. checkpointing interval", "output_dir": "output folder",
+          "resume_from_checkpoint": "continue from checkpoint",
           "learning_rate": "learning rate", "optimizer": "optimizer", "lr_scheduler": "LR schedule",
           "gradient_checkpointing": "grad. checkpointing"}
 
@@ -114,4 +116,9 @@ class TrainingStep(StepScreen):
                 problems.append(Problem("output_dir", unusable))
             else:
                 values["output_dir"] = str(Path(values["output_dir"]).expanduser().absolute())
+                earlier = checkpoints.earlier_run(Path(values["output_dir"]), values.get("resume_from_checkpoint"))
+                if earlier:
+                    problems.append(Problem("output_dir", earlier.replace(
+                        'set "resume_from_checkpoint": "latest"', 'type latest in "continue from checkpoint"')
+                        .replace("new output_dir", "new output folder")))
         return problems + save_config_keys(self.state, values, commit=not problems)

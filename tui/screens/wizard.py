@@ -67,19 +67,22 @@ def field_place(file: str, key: str) -> tuple[str, str] | None:
     return None
 
 
+def issue_place(issue) -> str:
+    """Where the wizard fixes an issue, as the user reads it: "Training › batch size" (Review for a key without a field)."""
+    place = field_place(issue.file, issue.key)
+    if place is None:
+        return f"{'Dataset' if issue.file == DATABACKEND else 'Review'} › {issue.key}"
+    if issue.file == DATABACKEND:
+        return f"{place[0]} › {place[1]} ({issue.key.partition('.')[0]})"
+    return f"{place[0]} › {place[1]}"
+
+
 def found_summary(folder: str, issues: list) -> Text:
     """An opened folder's errors, each with the step and field that fix it (Review for a key without one)."""
     text = Text(f"{folder} has {len(issues)} problem{'s' if len(issues) != 1 else ''} to fix; each is marked at its "
                 "field:\n", style="bold")
     for issue in issues:
-        place = field_place(issue.file, issue.key)
-        if place is None and issue.file == DATABACKEND:
-            where = f"Dataset › {issue.key} (Ctrl+K there removes an unknown key)"
-        elif place is None:
-            where = f"Review › {issue.key}"
-        elif issue.file == DATABACKEND:
-            where = f"{place[0]} › {place[1]} ({issue.key.partition('.')[0]})"
-        else:
-            where = f"{place[0]} › {place[1]}"
-        text.append(f"  • {where}: {brief(issue.message)}\n")
+        hint = (" (Ctrl+K there removes an unknown key)"
+                if issue.file == DATABACKEND and field_place(issue.file, issue.key) is None else "")
+        text.append(f"  • {issue_place(issue)}{hint}: {brief(issue.message)}\n")
     return text
