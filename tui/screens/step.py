@@ -27,6 +27,10 @@ class Problem(NamedTuple):
     message: str
 
 
+class StepBody(VerticalScroll, can_focus=False):
+    """A step's form: Tab goes from field to field (the fields scroll it into view), never to the form itself."""
+
+
 class StepScreen(Guarded, Screen):
     """One wizard step; subclasses compose `body()` and implement `save()` returning problems."""
 
@@ -37,6 +41,7 @@ class StepScreen(Guarded, Screen):
     ]
     INDEX = 0
     FILE = CONFIG   # the file whose keys this step's fields edit
+    BODY = StepBody  # Review's is a VerticalScroll the keys scroll: its files are longer than a screen
 
     @classmethod
     def labels(cls) -> dict[str, str]:
@@ -50,7 +55,7 @@ class StepScreen(Guarded, Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(self.crumbs(), id="crumbs")
-        with VerticalScroll(id="step-body"):
+        with self.BODY(id="step-body"):
             yield from self.body()
         yield Static("", id="step-problems")
         yield FittedFooter()

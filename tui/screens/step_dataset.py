@@ -23,6 +23,10 @@ KEYS = ("id", "caption_strategy", "instance_prompt", "resolution", "crop", "crop
         "repeats", "is_regularisation_data")
 VIDEO_KEYS = ("num_frames", "min_frames", "max_frames")
 FOLDER_LABEL = "Folder (Ctrl+F browses)"
+LABELS = {"id": "name (id)", "caption_strategy": "captions from", "instance_prompt": "instance prompt",
+          "resolution": "resolution", "crop": "crop", "crop_aspect": "crop aspect", "crop_style": "crop position",
+          "repeats": "repeats", "is_regularisation_data": "regularisation data", "num_frames": "video frames",
+          "min_frames": "video min. frames", "max_frames": "video max. frames"}
 
 
 class DatasetStep(StepScreen):
@@ -41,8 +45,7 @@ class DatasetStep(StepScreen):
 
     @classmethod
     def labels(cls) -> dict[str, str]:
-        return {"instance_data_dir": FOLDER_LABEL, **{key: key for key in KEYS},
-                **{key: f"video {key}" for key in VIDEO_KEYS}}
+        return {"instance_data_dir": FOLDER_LABEL, **{key: LABELS[key] for key in KEYS + VIDEO_KEYS}}
 
     def field_key(self, issue) -> str | None:
         # The datasets file's issues are keyed "<id>.<key>" (or "#<n>.<key>" for an entry without an id).
@@ -71,11 +74,11 @@ class DatasetStep(StepScreen):
         yield FieldRow("instance_data_dir", FOLDER_LABEL,
                        PathInput(str(ds.get("instance_data_dir") or ""), id="folder"))
         for key in KEYS:
-            yield ConfigField(DatasetConfig, key, ds.get(key))
+            yield ConfigField(DatasetConfig, key, ds.get(key), label=LABELS[key])
         if families.card(self.state.family).video:
             video = ds.get("video") or {}
             for key in VIDEO_KEYS:
-                yield ConfigField(VideoConfig, key, video.get(key), label=f"video {key}")
+                yield ConfigField(VideoConfig, key, video.get(key), label=LABELS[key])
         yield ScanPanel(id="scan")
 
     def on_mount(self) -> None:

@@ -9,6 +9,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Static, TabbedContent, TabPane
 
@@ -47,6 +48,7 @@ class ReviewStep(StepScreen):
     """
 
     INDEX = 6
+    BODY = VerticalScroll
     BINDINGS = [
         Binding("ctrl+w", "write", "Write files", priority=True),
         Binding("ctrl+n", "next", "Write + submit", priority=True),

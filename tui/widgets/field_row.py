@@ -4,10 +4,11 @@ from __future__ import annotations
 import re
 
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
-from textual.widgets import Label, Static
+from textual.widgets import Label, Static, Switch
 
 _LONG_QUOTE = re.compile(r"'([^']{40})[^']{20,}'")
 
@@ -29,6 +30,16 @@ class FieldRow(Vertical):
     FieldRow > .field-problem { display: none; color: $text-error; padding: 0 0 0 30; }
     FieldRow.-invalid > .field-problem { display: block; }
     FieldRow.-invalid .field-label { color: $text-error; text-style: bold; }
+    FieldRow .switch-state { width: auto; padding: 0 1; color: $text-muted; }
+    FieldRow .switch-state.-on { color: $text-success; }
+    /* Where the cursor is, in either theme: the row's label and the field itself in the accent colour
+       (compact fields have no border for Textual's own focus style to show on). The rules name the
+       Horizontal row itself: Textual restyles a focus change along the focused widget's ancestors. */
+    FieldRow:focus-within > Horizontal { background: $accent 10%; }
+    FieldRow:focus-within > Horizontal > .field-label { color: $text-accent; text-style: bold; }
+    FieldRow Input:focus, FieldRow Switch:focus, FieldRow Select:focus > SelectCurrent {
+        background-tint: $accent 35%;
+    }
     """
 
     def __init__(self, key: str, label: str, field: Widget):
@@ -42,7 +53,20 @@ class FieldRow(Vertical):
         with Horizontal():
             yield Label(self.label, classes="field-label")
             yield self.field
+            if isinstance(self.field, Switch):
+                yield Label(classes="switch-state")
         yield Static("", classes="field-problem")
+
+    def on_mount(self) -> None:
+        self._say_switch()
+
+    @on(Switch.Changed)
+    def _say_switch(self) -> None:
+        """A switch says on or off in words beside it: its colours alone are easy to misread."""
+        for state in self.query(".switch-state").results(Label):
+            on_ = bool(self.field.value)
+            state.update("on" if on_ else "off")
+            state.set_class(on_, "-on")
 
     def mark(self, problem: str | None) -> None:
         """Show what is wrong with the value (None clears it)."""
