@@ -18,6 +18,26 @@ from .overlay import apply_preset
 DEMO_PRESET = "sana-tiny-demo"
 
 
+def demo_dataset(folder: Path, images: int = 96) -> Path:
+    """The demo's generated shapes under `folder` (made on first use; PIL only, under a second)."""
+    # Four of each shape × colour × background, each drawn near the middle at about one size: one
+    # example a combination, or shapes strewn about, left 1000 steps too few to learn the shapes.
+    return make_dataset(demo_parts(folder)[1], count=images, spread=0.5)
+
+
+def demo_parts(folder: Path) -> tuple[Path, Path]:
+    """Where the demo's tiny model and dataset live under `folder`: what the wizard points the
+    sana-tiny-demo preset at (the model is built by `demo_model`, the dataset by `demo_dataset`)."""
+    folder = Path(folder).resolve()
+    return folder / "model", folder / "dataset"
+
+
+def demo_validation() -> tuple[str, dict[str, str]]:
+    """What the demo samples: one prompt every validation, the other shapes as its prompt library."""
+    prompt = DEMO_PROMPTS["red_circle"]
+    return prompt, {k: v for k, v in DEMO_PROMPTS.items() if v != prompt}
+
+
 def write_demo_config(folder: Path, steps: int | None = None, *, model_dir: Path | None = None,
                       images: int = 96, output_dir: Path | None = None, isolated: bool = False,
                       **overrides: Any) -> Path:
@@ -28,10 +48,8 @@ def write_demo_config(folder: Path, steps: int | None = None, *, model_dir: Path
     `overrides` replace config.json keys. The model, dataset and caches are shared between runs.
     """
     folder = Path(folder).resolve()
-    model = Path(model_dir) if model_dir is not None else demo_model(folder / "model", isolated=isolated)
-    # Four of each shape × colour × background, each drawn near the middle at about one size: one
-    # example a combination, or shapes strewn about, left 1000 steps too few to learn the shapes.
-    dataset = make_dataset(folder / "dataset", count=images, spread=0.5)
+    model = Path(model_dir) if model_dir is not None else demo_model(demo_parts(folder)[0], isolated=isolated)
+    dataset = demo_dataset(folder, images)
     config_dir = folder / "config"
     config_dir.mkdir(parents=True, exist_ok=True)
     base = {
@@ -39,7 +57,7 @@ def write_demo_config(folder: Path, steps: int | None = None, *, model_dir: Path
         "output_dir": str(Path(output_dir).resolve() if output_dir else folder / "output"),
         "data_backend_config": str(config_dir / "multidatabackend.json"),
         "user_prompt_library": str(config_dir / "user_prompt_library.json"),
-        "validation_prompt": DEMO_PROMPTS["red_circle"],
+        "validation_prompt": demo_validation()[0],
     }
     datasets = [
         {"id": "shapes", "type": "local", "dataset_type": "image", "instance_data_dir": str(dataset),
@@ -51,7 +69,7 @@ def write_demo_config(folder: Path, steps: int | None = None, *, model_dir: Path
     if steps is not None:
         config["max_train_steps"] = steps
     config.update(overrides)
-    library = {k: v for k, v in DEMO_PROMPTS.items() if v != config["validation_prompt"]}
+    library = demo_validation()[1] if config["validation_prompt"] == demo_validation()[0] else dict(DEMO_PROMPTS)
     (config_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (config_dir / "multidatabackend.json").write_text(json.dumps(datasets, indent=2) + "\n")
     (config_dir / "user_prompt_library.json").write_text(json.dumps(library, indent=2) + "\n")

@@ -71,3 +71,35 @@ async def test_a_preset_over_untouched_defaults_asks_nothing():
         await pilot.press("ctrl+n")
         await settle(pilot)
         assert isinstance(app.screen, DatasetStep)
+
+
+async def test_the_demo_preset_trains_the_demos_own_tiny_model_and_shapes(tmp_path):
+    """On a machine without a GPU the demo preset comes first; taking it must not leave the 1.6B model in place."""
+    app = TunerApp(hardware=describe(0, 0))
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        for key in ("n", "ctrl+n", "ctrl+n"):
+            await pilot.press(key)
+            await settle(pilot)
+        assert app.screen.query_one(PresetPicker).highlighted.name == "sana-tiny-demo"
+        await pilot.press("ctrl+n")
+        await settle(pilot)   # the model is built by then (a worker the settle waits for)
+        assert isinstance(app.screen, DatasetStep)
+        state = app.screen.state
+        demo = tmp_path / "data" / "demo"
+        assert state.config["pretrained_model_name_or_path"] == str(demo / "model")
+        assert (demo / "model" / "model_index.json").is_file()
+        assert state.pixel_datasets()[0]["instance_data_dir"] == str(demo / "dataset")
+        assert len(list((demo / "dataset").glob("*.png"))) == 96
+        assert state.config["validation_prompt"] == "a red circle on a white background"
+        assert len(state.prompts) == 2   # the other shapes, as `tunerd demo` samples them
+        app.screen.rescan()
+        await settle(pilot)
+        for _ in range(2):
+            await pilot.press("ctrl+n")
+            await settle(pilot)
+        app.screen.query_one("#in-output_dir").value = str(tmp_path / "out")
+        await pilot.press("ctrl+n")
+        await settle(pilot)
+        review = app.screen
+        assert review.issues is not None and not [i for i in review.issues if i.level == "error"], review.issues

@@ -160,10 +160,11 @@ def _say_dropped(report: ScanReport, repeats: int, batch: int) -> None:
     report.dropped = sum(left.values())
     if report.dropped:
         where = ", ".join(f"{w}×{h}: {n}" for (w, h), n in sorted(left.items()) if n)
+        square = ", crop to square (one bucket)" if len(report.buckets) > 1 else ""
         report.warnings.append(
             f"{report.dropped} of {report.usable * (repeats + 1)} samples per epoch are left out, since buckets fill "
-            f"only whole batches of {batch} ({where} left over): crop to square, change repeats, or pick a batch "
-            "size the buckets divide into")
+            f"only whole batches of {batch} ({where} left over): add or remove images{square}, change repeats, or "
+            "pick a batch size the buckets divide into")
 
 
 def scan_issues(datasets: list[dict[str, Any]], config: dict[str, Any], processes: int,

@@ -113,6 +113,11 @@ class WizardState:
                        and self.preset_dataset_keys.get(key, default.get(key)) != ds[key]]
         return edited
 
+    def chose_model(self) -> bool:
+        """Whether the model is the user's own choice (a local folder, an id no card publishes), not a default."""
+        model = self.config.get("pretrained_model_name_or_path")
+        return bool(model) and model not in {size.model_id for card in families.cards() for size in card.sizes}
+
     def take_preset(self, preset: Any, keep: list[str] = ()) -> None:
         """Lay a preset over the config: the previous preset's keys go first (unless the user changed
         them since), and a model the user chose (a local folder, an id no card publishes) stays, as do
@@ -128,9 +133,9 @@ class WizardState:
                 if ds.get(key) == value:
                     ds.pop(key)
         model = self.config.get("pretrained_model_name_or_path")
-        published = {size.model_id for card in families.cards() for size in card.sizes}
+        chosen = self.chose_model()
         config, datasets = apply_preset(preset, self.config, self.datasets)
-        if model and model not in published:
+        if chosen:
             config["pretrained_model_name_or_path"] = model
         self.preset_keys = {k: v for k, v in preset.config.items() if config.get(k) == v}
         self.preset_dataset_keys = {k: v for k, v in preset.dataset.items() if k != "video"}

@@ -1,12 +1,18 @@
 """Wizard step 3: pick a preset of the chosen family, ranked by how well it fits the hardware."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual.app import ComposeResult
 from textual.widgets import OptionList, Static
 
+from tuner.daemon.paths import data_dir
 from tuner.engine import families
+from tuner.engine.demo import demo_model
 from tuner.engine.jobdir import CONFIG, DATABACKEND
 from tuner.presets import NO_FIT
+from tuner.presets.demo import DEMO_PRESET, demo_dataset, demo_parts, demo_validation
+from tuner.tui.folders import short
 from tuner.tui.screens.confirm import Confirm
 from tuner.tui.screens.step import StepScreen
 from tuner.tui.widgets.preset_picker import PresetPicker
@@ -91,7 +97,36 @@ class PresetStep(StepScreen):
             if now != kind:
                 self.notify(f"{preset.name} trains {now}, not {kind}: the training type follows "
                             "the preset", title="Training type changed")
+            if preset.name == DEMO_PRESET:
+                self.use_demo_parts()
         if fit == NO_FIT:
             self.notify(f"{preset.name} does not fit this hardware; the run may run out of memory",
                         severity="warning")
         return []
+
+    def use_demo_parts(self) -> None:
+        """The demo preset trains the demo's tiny Sana on its generated shapes, as `tunerd demo` does:
+        unless the user chose a model or a dataset folder, point at those (the model is built in the
+        background, in a child process so this one never imports torch; it takes a few seconds)."""
+        model, _ = demo_parts(data_dir() / "demo")
+        said = []
+        if not self.state.chose_model():
+            self.state.config["pretrained_model_name_or_path"] = str(model)
+            self.app.run_worker(lambda: self._build_demo_model(model), thread=True, group="demo-model")
+            said.append(f"the demo's tiny Sana ({short(model)}, built now)")
+        for dataset in self.state.pixel_datasets():
+            if not str(dataset.get("instance_data_dir") or "").strip():
+                dataset["instance_data_dir"] = str(demo_dataset(data_dir() / "demo"))
+                said.append(f"on its generated shapes ({short(dataset['instance_data_dir'])})")
+        if not self.state.config.get("validation_prompt") and not self.state.prompts:
+            self.state.config["validation_prompt"], self.state.prompts = demo_validation()
+            said.append("samples its shapes")
+        if said:
+            self.notify("The demo preset trains " + ", ".join(said) + "; each can be changed in its step.",
+                        title="Demo model, dataset and prompts")
+
+    def _build_demo_model(self, model: Path) -> None:
+        try:
+            demo_model(model, isolated=True)
+        except Exception as e:   # a worker's error must not end the app: say it, the Model step can change it
+            self.app.call_from_thread(self.app.notify, f"building the demo model failed: {e}", severity="error")
