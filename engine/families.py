@@ -74,7 +74,7 @@ class FamilyCard:
     vae_must_match_base: bool = False  # the base model's own VAE only (its latents are what it learned)
     note: str = ""                 # one line for the wizard's model step
     tiny: str | None = None        # "module:function" building a tiny model of it (`tuner tiny`, tests, demo)
-    shard_blocks: tuple[str, ...] = ()  # transformer block classes FSDP2 shards one by one (fsdp_enable)
+    blocks: tuple[str, ...] = ()  # the repeated transformer block classes: FSDP2 shards, regional compile compiles each
     pipeline: str = ""             # the diffusers pipeline class its model folders name in model_index.json
 
     @property
@@ -179,7 +179,7 @@ register(FamilyCard(
                   8, 32, 1, _GEMMA2, 0.32e9),
     ),
     pixel_alignment=32, training_types=("full", "lokr"), adapter_targets=ATTENTION_TARGETS,
-    text_max_length=300, sageattention=False, conv_feed_forward=(2.5, 0), shard_blocks=("SanaTransformerBlock",),
+    text_max_length=300, sageattention=False, conv_feed_forward=(2.5, 0), blocks=("SanaTransformerBlock",),
     pipeline="SanaPipeline",
     note="Sana trains full or as a LyCORIS LoKr adapter (plain LoRA is not supported).",
     tiny="tuner.engine.tiny.sana:build_tiny_sana",
@@ -195,7 +195,7 @@ register(FamilyCard(
     training_types=("full", "lokr", "lora"),
     adapter_targets=ATTENTION_TARGETS,
     text_max_length=300, fixed_schedule=True, sageattention=False, vae_must_match_base=True,
-    shard_blocks=("SanaVideoTransformerBlock",), pipeline="SanaVideoPipeline",
+    blocks=("SanaVideoTransformerBlock",), pipeline="SanaVideoPipeline",
     note="Sana Video trains full-rank, or an adapter (LoKr, LoRA) on a quantised base for 16 GB cards.",
     tiny="tuner.engine.tiny.sanavideo:build_tiny_sanavideo",
 ))
@@ -213,7 +213,7 @@ register(FamilyCard(
     # SD3's joint attention also projects the text stream (add_*_proj, to_add_out).
     pixel_alignment=16, training_types=("lora", "lokr", "full"),
     adapter_targets=ATTENTION_TARGETS + ("add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"),
-    text_max_length=154, last_block_fewer_targets=1, shard_blocks=("JointTransformerBlock",),
+    text_max_length=154, last_block_fewer_targets=1, blocks=("JointTransformerBlock",),
     pipeline="StableDiffusion3Pipeline",
     note="SD3 / 3.5 trains LoRA or LoKr adapters (or full-rank, for the largest cards).",
     tiny="tuner.engine.tiny.sd3:build_tiny_sd3",

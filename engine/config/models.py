@@ -154,6 +154,18 @@ class TrainConfig(BaseModel):
                                  "sageattention-int8-fp16-cuda", "sageattention-int8-fp8-cuda"] = Field(
         "diffusers", description="Attention kernel: diffusers (PyTorch SDPA); SimpleTuner's others are accepted and warned about.")
 
+    # --- compile and matmul precision (SimpleTuner's names) ----------------------------------
+    dynamo_backend: Literal["no", "inductor", "eager", "aot_eager", "cudagraphs"] = Field(
+        "no", description="torch.compile the transformer with this backend (no: run eagerly).")
+    dynamo_mode: Optional[Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]] = Field(
+        None, description="torch.compile's mode (unset: its default).")
+    dynamo_use_regional_compilation: bool = Field(
+        True, description="Compile each transformer block once and reuse it (fast to compile); false: the whole model.")
+    dynamo_fullgraph: bool = Field(False, description="Fail instead of splitting the compiled graph where it breaks.")
+    dynamo_dynamic: Optional[bool] = Field(
+        None, description="Compile for changing shapes (aspect buckets) at once (unset: after the first change).")
+    disable_tf32: bool = Field(False, description="Keep fp32 matmuls in full fp32 on NVIDIA GPUs (default: TF32).")
+
     # --- several processes: FSDP2 (SimpleTuner's names) --------------------------------------
     fsdp_enable: bool = Field(False, description="Shard full-rank training over the processes with torch FSDP2 "
                               "(each keeps 1/N of weights, gradients, optimizer state and EMA).")

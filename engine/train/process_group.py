@@ -29,5 +29,7 @@ def make_accelerator(cfg: TrainConfig) -> Accelerator:
     os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     cpu_group = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     timeout = InitProcessGroupKwargs(timeout=timedelta(minutes=float(cfg.process_group_timeout_minutes)))
+    # dynamo_backend "no": the engine compiles the transformer itself, in place (train/compiled.py); an
+    # accelerate config's ACCELERATE_DYNAMO_BACKEND would compile it a second time, wrapped and renamed.
     return Accelerator(cpu=cpu_group, mixed_precision="fp16" if cfg.mixed_precision == "fp16" else "no",
-                       kwargs_handlers=[timeout])
+                       dynamo_backend="no", kwargs_handlers=[timeout])

@@ -1,6 +1,6 @@
 """FSDP2 (`fsdp_enable`): full-rank training with the model sharded over the processes.
 
-torch's own `fully_shard` wraps each transformer block (the family card's `shard_blocks`, or
+torch's own `fully_shard` wraps each transformer block (the family card's `blocks`, or
 `fsdp_transformer_layer_cls_to_wrap`) and then the whole model, so each process keeps 1/N of the
 weights, gradients, optimizer state and EMA; a block's weights are gathered for its forward and
 backward only. Called directly rather than through accelerate's FSDP plugin, which engages on
@@ -31,7 +31,7 @@ def block_classes(cfg: Any) -> list[str]:
     given = cfg.fsdp_transformer_layer_cls_to_wrap
     if given:  # SimpleTuner (accelerate) takes a comma-separated string
         return [n.strip() for n in given.split(",") if n.strip()] if isinstance(given, str) else list(given)
-    return list(cfg.family.shard_blocks)
+    return list(cfg.family.blocks)
 
 
 def shard(model: nn.Module, cfg: Any, device: torch.device) -> nn.Module:
