@@ -94,6 +94,27 @@ def test_crepa_run_trains_and_checkpoints_its_head(tmp_path, tiny_sanavideo, mon
     assert (with_crepa.checkpoint / crepa_module.HEAD_FILE).is_file()
 
 
+def test_max_grad_norm_clips_the_crepa_head_with_the_model(tmp_path, tiny_sanavideo, monkeypatch):
+    """One norm over everything the optimizer steps: the head's gradient is clipped with the model's."""
+    encoder = tiny_dinov2()
+    monkeypatch.setattr(crepa_module, "load_encoder",
+                        lambda name, size, device, dtype: crepa_module.FrameEncoder(encoder, size))
+    norms = []
+    step = torch.optim.AdamW.step
+
+    def measured(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item())
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", measured)
+    limit = 1e-3
+    train_config(video_config(tmp_path, tiny_sanavideo, max_train_steps=2, optimizer="adamw", crepa_enabled=True,
+                              crepa_block_index=1, crepa_encoder="dinov2_vits14", crepa_encoder_image_size=28,
+                              crepa_lambda=1.0, max_grad_norm=limit, grad_clip_method="norm"), tmp_path / "job")
+    assert len(norms) == 2 and all(n <= limit * 1.0001 for n in norms), norms
+
+
 def test_crepa_weights_decay_with_distance_and_stop_past_it(tiny_sanavideo):
     from types import SimpleNamespace
 

@@ -124,7 +124,8 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     model.train()
     # Terms added to the flow loss, trained with the model: CREPA (video) hooks a block and trains a head.
     loss_terms: list[LossTerm] = [CREPA(cfg, family, model, accelerator.device)] if cfg.crepa_enabled else []
-    optimizer = make_optimizer(cfg, [*model.parameters(), *(p for term in loss_terms for p in term.parameters())])
+    trained = [*model.parameters(), *(p for term in loss_terms for p in term.parameters())]
+    optimizer = make_optimizer(cfg, trained)
     accum = max(1, int(cfg.gradient_accumulation_steps or 1))
     total_steps = _total_steps(cfg, data.batches_per_epoch, accum)
     scheduler = make_scheduler(cfg, optimizer, total_steps)
@@ -258,7 +259,7 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
                     )
                 continue
             nan_streak = 0
-            grad_norm = _clip(accelerator, model, cfg)
+            grad_norm = _clip(accelerator, trained, cfg)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -348,10 +349,11 @@ def _drop_captions(text: dict[str, torch.Tensor], empty: dict[str, torch.Tensor]
     return out
 
 
-def _clip(accelerator: Accelerator, model: torch.nn.Module, cfg: TrainConfig) -> float | None:
-    """Clip by norm or by value as configured (0 = off); returns the gradient norm when measured."""
+def _clip(accelerator: Accelerator, trained: list[torch.nn.Parameter], cfg: TrainConfig) -> float | None:
+    """Clip by norm or by value as configured (0 = off), the model's and the loss terms' gradients
+    together (CREPA's head is trained too); returns the gradient norm when measured."""
     limit = float(cfg.max_grad_norm or 0.0)
-    params = [p for p in model.parameters() if p.grad is not None]
+    params = [p for p in trained if p.grad is not None]
     if cfg.grad_clip_method == "value":
         if limit > 0:
             accelerator.clip_grad_value_(params, limit)
