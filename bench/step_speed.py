@@ -4,8 +4,10 @@ Same model folder, same cached batches, same optimizer, each variant in its own 
 peak memory is its own). Prints seconds per step, samples/s, peak RSS and the ratio ours/bare.
 Then the same run sharing the machine: idle, and beside one busy process (a fair share of 2 cores
 is 2x the idle step), with the engine's adaptive thread count (engine/train/cpu_share.py) and
-with torch's fixed default (TUNER_CPU_THREADS=off).
-Run: `make bench` or `python bench/step_speed.py [--steps N] [--sizes tiny,small] [--sharing-steps N]`.
+with torch's fixed default (TUNER_CPU_THREADS=off). Last, the small model eager and compiled
+(dynamo_backend inductor, one graph for all blocks): s/step, and the first step that compiles.
+Run: `make bench` or `python bench/step_speed.py [--steps N] [--sizes tiny,small] [--sharing-steps N]
+[--compile-steps N]` (0 skips a part; `--sizes ""` skips the first table).
 """
 from __future__ import annotations
 
@@ -52,13 +54,13 @@ def build_model(size: str, root: Path) -> Path:
     return out
 
 
-def config_for(model: Path, work: Path, steps: int, batch: int) -> Path:
+def config_for(model: Path, work: Path, steps: int, batch: int, **extra) -> Path:
     from tuner.presets.demo import write_demo_config
 
     return write_demo_config(work, model_dir=model, images=16, max_train_steps=steps, train_batch_size=batch,
                              optimizer="adamw", mixed_precision="no", validation_disable=True,
                              validation_step_interval=0, checkpoint_step_interval=0, use_ema=False,
-                             caption_dropout_probability=0.0, lr_scheduler="constant", lr_warmup_steps=0)
+                             caption_dropout_probability=0.0, lr_scheduler="constant", lr_warmup_steps=0, **extra)
 
 
 def run_ours(config_dir: Path, steps: int) -> dict:
@@ -81,7 +83,8 @@ def run_ours(config_dir: Path, steps: int) -> dict:
     events.add_listener(listener)
     result = train(bundle, events=events, control=Control(work), preview_dir=work / "previews", stop_after=steps)
     times = result.step_seconds[5:]  # the first steps warm up allocators and kernels
-    return {"s_per_step": statistics.median(times), "start_to_first_step_s": first_step_at[0]}
+    return {"s_per_step": statistics.median(times), "start_to_first_step_s": first_step_at[0],
+            "first_step_s": result.step_seconds[0]}
 
 
 def run_bare(config_dir: Path, steps: int) -> dict:
@@ -186,12 +189,24 @@ def sharing(model: Path, work: Path, steps: int, batch: int) -> None:
           f"contended / idle at most 2.2 on 2 cores)")
 
 
+def compiling(model: Path, work: Path, steps: int, batch: int) -> None:
+    """Median s/step eager and compiled with inductor (each block in place), and the compiling first step."""
+    rows = [(backend, run_child("ours", config_for(model, work / backend, steps, batch, dynamo_backend=backend),
+                                steps)) for backend in ("no", "inductor")]
+    print(f"\ncompiling: small, batch {batch}, {steps} steps, median s/step after 5 warm-up steps")
+    print(f"{'dynamo_backend':16} {'s/step':>8} {'first step':>11} {'vs eager':>9}")
+    eager = rows[0][1]["s_per_step"]
+    for backend, r in rows:
+        print(f"{backend:16} {r['s_per_step']:8.4f} {r['first_step_s']:10.1f}s {r['s_per_step'] / eager:9.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--sizes", default="tiny,small")
     parser.add_argument("--sharing-steps", type=int, default=300, help="0 skips the sharing figures")
+    parser.add_argument("--compile-steps", type=int, default=60, help="0 skips the compile figures")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -199,7 +214,7 @@ def main() -> None:
         return child(args)
     root = Path(tempfile.mkdtemp(prefix="tuner-bench-"))
     rows = []
-    for size in args.sizes.split(","):
+    for size in filter(None, args.sizes.split(",")):
         model = build_model(size, root / "models")
         results = {}
         for variant in ("bare", "ours"):
@@ -214,9 +229,11 @@ def main() -> None:
         warm = process_start_to_first_step(fresh, root / size / "process-job-2")
         ours["process_to_first_step"] = (cold, warm)
         rows.append((size, ours, bare))
-    print(f"\nbatch {args.batch}, 64 px, {args.steps} steps, median s/step after 5 warm-up steps, {os.cpu_count()} CPUs")
-    print(f"{'model':6} {'ours s/step':>12} {'bare s/step':>12} {'ratio':>6} {'ours img/s':>10} "
-          f"{'ours peak MB':>12} {'bare peak MB':>12} {'train()→step 1':>15} {'process→step 1 cold/warm':>25}")
+    if rows:
+        print(f"\nbatch {args.batch}, 64 px, {args.steps} steps, median s/step after 5 warm-up steps, "
+              f"{os.cpu_count()} CPUs")
+        print(f"{'model':6} {'ours s/step':>12} {'bare s/step':>12} {'ratio':>6} {'ours img/s':>10} "
+              f"{'ours peak MB':>12} {'bare peak MB':>12} {'train()→step 1':>15} {'process→step 1 cold/warm':>25}")
     for size, ours, bare in rows:
         cold, warm = ours["process_to_first_step"]
         print(f"{size:6} {ours['s_per_step']:12.4f} {bare['s_per_step']:12.4f} "
@@ -225,6 +242,8 @@ def main() -> None:
               f"{cold:17.1f}s / {warm:.1f}s")
     if args.sharing_steps:
         sharing(build_model("tiny", root / "models"), root / "sharing", args.sharing_steps, args.batch)
+    if args.compile_steps:
+        compiling(build_model("small", root / "models"), root / "compile", args.compile_steps, args.batch)
 
 
 if __name__ == "__main__":
