@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine_fixtures import demo_config, events_of, train_config
+from engine_fixtures import demo_config, edit_config, events_of, train_config
 from tuner.engine.config.models import TrainConfig
 from tuner.engine.events import EventWriter
 from tuner.engine.train import trackers
@@ -202,3 +202,27 @@ def test_sana_video_samples_reach_both_trackers_and_the_card(tmp_path, tiny_sana
     assert [w["output"]["url"] for w in meta["widget"]] == ["images/validation-64x64.mp4"]
     assert (result.pipeline / "images" / "validation-64x64.mp4").is_file()
     assert (result.pipeline / "images" / "validation-64x64-strip.png").is_file()
+
+
+def test_a_resumed_run_logs_on_into_the_same_wandb_run(tmp_path, tiny_sana, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    config = demo_config(tmp_path, tiny_sana, max_train_steps=4, report_to="wandb", checkpoint_step_interval=2)
+    train_config(config, tmp_path / "job", stop_after=2)
+    edit_config(config, resume_from_checkpoint="latest")
+    train_config(config, tmp_path / "job")
+    output = tmp_path / "output"
+    first, second = sorted((output / "wandb").glob("offline-run-*"))
+    run_id = (output / trackers.WANDB_RUN_ID).read_text().strip()
+    assert first.name.endswith(run_id) and second.name.endswith(run_id)
+    steps = {}
+    for folder in (first, second):
+        steps[folder] = sorted({int(item.value_json) for record in wandb_records(next(folder.glob("run-*.wandb")))
+                                if record.WhichOneof("record_type") == "history"
+                                for item in record.history.item if (item.key or "/".join(item.nested_key)) == "_step"})
+    assert (steps[first], steps[second]) == ([1, 2], [3, 4])
+    logs = [e["message"] for e in events_of(tmp_path / "job", "log")]
+    assert any(m.startswith("wandb run ") and "(continued)" in m for m in logs)
+    # A fresh run in a new output folder starts a wandb run of its own.
+    fresh = demo_config(tmp_path / "b", tiny_sana, max_train_steps=1, report_to="wandb")
+    train_config(fresh, tmp_path / "b" / "job")
+    assert (tmp_path / "b" / "output" / trackers.WANDB_RUN_ID).read_text().strip() != run_id

@@ -28,6 +28,7 @@ log = logging.getLogger("tuner.trackers")
 
 TRACKERS = ("tensorboard", "wandb")
 TENSORBOARD_DIR = "tensorboard"   # under output_dir; one run folder per tracker_run_name below it
+WANDB_RUN_ID = "wandb-run-id"    # in output_dir: the id of the wandb run a resume continues
 WANDB_INIT_TIMEOUT_S = 20         # an online start that cannot reach the server falls back to offline after this
 GIB = 1024 ** 3
 
@@ -237,8 +238,12 @@ class Wandb:
         self.wandb = wandb
         output_dir.mkdir(parents=True, exist_ok=True)
         cfg = bundle.train
+        # A resumed run logs on into the wandb run it continues (one chart per training, as in
+        # SimpleTuner); a fresh run starts a new one and remembers its id for its own resumes.
+        id_file = output_dir / WANDB_RUN_ID
+        earlier = id_file.read_text().strip() if cfg.resume_from_checkpoint and id_file.is_file() else ""
         args = dict(project=cfg.tracker_project_name, name=run_name(bundle), dir=str(output_dir),
-                    config=hyperparameters(bundle),
+                    config=hyperparameters(bundle), **({"id": earlier, "resume": "allow"} if earlier else {}),
                     settings=wandb.Settings(console="off", silent=True, init_timeout=WANDB_INIT_TIMEOUT_S))
         chosen = os.environ.get("WANDB_MODE")
         try:
@@ -248,13 +253,16 @@ class Wandb:
                 raise
             # Not logged in, or the server is out of reach: keep the run on disk to sync later.
             self.run = wandb.init(mode="offline", **args)
+            id_file.write_text(self.run.id + "\n")
             folder = Path(self.run.dir).parent
             events.emit("log", level="warning",
                         message=f"report_to wandb: cannot log online ({_first_line(exc)}); the run is kept offline "
                                 f"in {folder}; upload it later with `wandb sync {folder}` (after `wandb login`)")
             return
+        id_file.write_text(self.run.id + "\n")
         where = "offline, in " + str(Path(self.run.dir).parent) if self.run.settings.mode == "offline" else self.run.url
-        events.emit("log", level="info", message=f"wandb run {self.run.name}: {where}")
+        events.emit("log", level="info", message=f"wandb run {self.run.name}" + (" (continued)" if earlier else "")
+                    + f": {where}")
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         self.run.log(values, step=step)
