@@ -5,9 +5,10 @@ peak memory is its own). Prints seconds per step, samples/s, peak RSS and the ra
 Then the same run sharing the machine: idle, and beside one busy process (a fair share of 2 cores
 is 2x the idle step), with the engine's adaptive thread count (engine/train/cpu_share.py) and
 with torch's fixed default (TUNER_CPU_THREADS=off). Last, the small model eager and compiled
-(dynamo_backend inductor, one graph for all blocks): s/step, and the first step that compiles.
+(dynamo_backend inductor, one graph for all blocks): s/step, and the first step that compiles; and
+with and without TREAD token routing (tread_config): s/step and the loss of the last steps.
 Run: `make bench` or `python bench/step_speed.py [--steps N] [--sizes tiny,small] [--sharing-steps N]
-[--compile-steps N]` (0 skips a part; `--sizes ""` skips the first table).
+[--compile-steps N] [--routing-steps N]` (0 skips a part; `--sizes ""` skips the first table).
 """
 from __future__ import annotations
 
@@ -83,8 +84,9 @@ def run_ours(config_dir: Path, steps: int) -> dict:
     events.add_listener(listener)
     result = train(bundle, events=events, control=Control(work), preview_dir=work / "previews", stop_after=steps)
     times = result.step_seconds[5:]  # the first steps warm up allocators and kernels
+    late = [loss for _, loss in result.losses[-20:]]
     return {"s_per_step": statistics.median(times), "start_to_first_step_s": first_step_at[0],
-            "first_step_s": result.step_seconds[0]}
+            "first_step_s": result.step_seconds[0], "late_loss": sum(late) / len(late)}
 
 
 def run_bare(config_dir: Path, steps: int) -> dict:
@@ -200,6 +202,18 @@ def compiling(model: Path, work: Path, steps: int, batch: int) -> None:
         print(f"{backend:16} {r['s_per_step']:8.4f} {r['first_step_s']:10.1f}s {r['s_per_step'] / eager:9.2f}")
 
 
+def routing(model: Path, work: Path, steps: int, batch: int) -> None:
+    """Median s/step and the last steps' mean loss with and without TREAD (half the tokens past blocks 1..2)."""
+    route = {"routes": [{"selection_ratio": 0.5, "start_layer_idx": 1, "end_layer_idx": 2}]}
+    rows = [(name, run_child("ours", config_for(model, work / name, steps, batch, **extra), steps))
+            for name, extra in (("every token", {}), ("TREAD 50% past 1..2", {"tread_config": route}))]
+    print(f"\ntoken routing: small (4 blocks), batch {batch}, {steps} steps, median s/step after 5 warm-up steps")
+    print(f"{'':22} {'s/step':>8} {'vs all':>7} {'loss, last 20 steps':>20}")
+    plain = rows[0][1]["s_per_step"]
+    for name, r in rows:
+        print(f"{name:22} {r['s_per_step']:8.4f} {r['s_per_step'] / plain:7.2f} {r['late_loss']:20.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=60)
@@ -207,6 +221,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="tiny,small")
     parser.add_argument("--sharing-steps", type=int, default=300, help="0 skips the sharing figures")
     parser.add_argument("--compile-steps", type=int, default=60, help="0 skips the compile figures")
+    parser.add_argument("--routing-steps", type=int, default=200, help="0 skips the token-routing figures")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -244,6 +259,8 @@ def main() -> None:
         sharing(build_model("tiny", root / "models"), root / "sharing", args.sharing_steps, args.batch)
     if args.compile_steps:
         compiling(build_model("small", root / "models"), root / "compile", args.compile_steps, args.batch)
+    if args.routing_steps:
+        routing(build_model("small", root / "models"), root / "routing", args.routing_steps, args.batch)
 
 
 if __name__ == "__main__":

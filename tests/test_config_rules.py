@@ -132,6 +132,15 @@ BROKEN = [
      "\"latest\""),
     ("lycoris-file-missing", set_(model_family="sana", lora_type="lycoris", lycoris_config="lokr.json"), None,
      CONFIG, "lycoris_config", "fix the path"),
+    ("tread-on-video", both(set_(model_family="sanavideo", model_type="full", tread_config={"routes": [
+        {"selection_ratio": 0.5, "start_layer_idx": 2, "end_layer_idx": -2}]}), dataset(0, dataset_type="video")),
+     None, CONFIG, "tread_config", "remove tread_config"),
+    ("tread-with-compile", set_(dynamo_backend="inductor", tread_config={"routes": [
+        {"selection_ratio": 0.5, "start_layer_idx": 2, "end_layer_idx": -2}]}), None, CONFIG, "tread_config",
+     "dynamo_backend: no"),
+    ("tread-ratio-above-1", set_(tread_config={"routes": [{"selection_ratio": 1.5, "start_layer_idx": 2,
+                                                            "end_layer_idx": -2}]}), None, CONFIG,
+     "tread_config.routes.selection_ratio", "less than 1"),
     ("min-above-max-frames", both(set_(model_family="sanavideo", model_type="full"),
                                   dataset(0, dataset_type="video", video={"min_frames": 90, "max_frames": 60,
                                                                           "num_frames": 49})), None,

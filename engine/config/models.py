@@ -66,6 +66,22 @@ _MODEL_CONFIG = ConfigDict(extra="forbid", coerce_numbers_to_str=True, validate_
                            protected_namespaces=())
 
 
+class TreadRoute(BaseModel):
+    """One TREAD route: this share of the image tokens skips blocks start_layer_idx..end_layer_idx."""
+
+    model_config = _MODEL_CONFIG
+    selection_ratio: float = Field(gt=0, lt=1, description="Share of the tokens routed past the span (0.5: half).")
+    start_layer_idx: int = Field(description="First block the routed tokens skip (negative: from the end).")
+    end_layer_idx: int = Field(description="Last block they skip, inclusive (negative: from the end).")
+
+
+class TreadConfig(BaseModel):
+    """tread_config: SimpleTuner's TREAD token routing, {"routes": [...]}."""
+
+    model_config = _MODEL_CONFIG
+    routes: list[TreadRoute] = Field(min_length=1, description="The spans tokens are routed past.")
+
+
 class TrainConfig(BaseModel):
     """config.json: what to train, how, and how to watch it (SimpleTuner's key names)."""
 
@@ -165,6 +181,10 @@ class TrainConfig(BaseModel):
     dynamo_dynamic: Optional[bool] = Field(
         None, description="Compile for changing shapes (aspect buckets) at once (unset: after the first change).")
     disable_tf32: bool = Field(False, description="Keep fp32 matmuls in full fp32 on NVIDIA GPUs (default: TF32).")
+
+    tread_config: Optional[TreadConfig] = Field(
+        None, description='TREAD token routing in training: {"routes": [{"selection_ratio": 0.5, '
+                          '"start_layer_idx": 2, "end_layer_idx": -2}]} (unset: every token through every block).')
 
     # --- several processes: FSDP2 (SimpleTuner's names) --------------------------------------
     fsdp_enable: bool = Field(False, description="Shard full-rank training over the processes with torch FSDP2 "
@@ -309,6 +329,14 @@ class TrainConfig(BaseModel):
     def _known_family(cls, value: str) -> str:
         if value not in families.names():
             raise ValueError(f"allowed values: {', '.join(families.names())}")
+        return value
+
+    @field_validator("tread_config", mode="before")
+    @classmethod
+    def _tread_config(cls, value: Any) -> Any:
+        if isinstance(value, str):   # SimpleTuner's command line gives it as a JSON string
+            text = value.strip()
+            return None if not text or text.lower() in ("none", "null") else json.loads(text)
         return value
 
     @field_validator("optimizer_config", mode="before")

@@ -22,7 +22,7 @@ from tuner.engine import checkpoints, flow, hub, model_card
 from tuner.engine.config.prompt_library import validation_library
 from tuner.engine.events import EventWriter
 from tuner.engine.models.base import family_class
-from tuner.engine.train import checkpoint, compiled, cpu_share, sharding, trackers, trainable
+from tuner.engine.train import checkpoint, compiled, cpu_share, sharding, trackers, trainable, tread
 from tuner.engine.train.control import Control
 from tuner.engine.train.crepa import CREPA
 from tuner.engine.train.ema import EMA
@@ -118,6 +118,10 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     elif cfg.fsdp_enable:
         events.emit("log", level="warning", message="fsdp_enable: one process has nothing to shard, so it trains "
                     "unsharded; launch several processes (num_processes) to shard the model over them")
+    # TREAD (tread_config): a share of the image tokens skips a span of blocks, in training only.
+    if cfg.tread_config is not None:
+        router = tread.TokenRouter(model, cfg.model_family, cfg.tread_config.model_dump(), generator)
+        events.emit("log", level="info", message=router.describe())
     compiled.use_tf32(cfg, accelerator.device)
     if (said := compiled.compile_model(model, cfg)) is not None:
         events.emit("log", level="info", message=said)

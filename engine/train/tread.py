@@ -1,0 +1,176 @@
+"""TREAD token routing (tread_config, SimpleTuner's format): during training a random share of the
+image tokens skips a span of transformer blocks and rejoins, in its own place, after the span.
+
+    "tread_config": {"routes": [{"selection_ratio": 0.5, "start_layer_idx": 2, "end_layer_idx": -2}]}
+
+`selection_ratio` is the share of tokens routed past blocks start..end (inclusive; negative
+indices count from the last block). Fewer tokens through those blocks make the step cheaper;
+the routed tokens come back as they entered, so the loss still covers every token.
+
+How the tokens are chosen follows the family's blocks:
+- SD3's joint attention sees tokens as a set (positions are added before the first block), so any
+  subset may go on: a random subset, kept in order.
+- Sana's feed-forward convolves over the token grid, so what goes on must stay a grid: a random
+  set of rows and of columns, whose crossings go on as a smaller grid (height and width told to the
+  blocks of the span).
+Sana Video is refused for now (its grid is frames × rows × columns).
+
+It is written as forward hooks, so diffusers' models run unchanged: a hook on the transformer
+draws the selection once per training forward (from the loop's generator, so a resume draws the
+same), a hook before the first routed block keeps the chosen tokens and holds all of them, and a
+hook after the last one puts the chosen tokens back among the held ones. Gradient checkpointing's
+recomputation runs the block hooks again with the same selection, so it recomputes the same thing.
+Validation never routes: the hooks act only in training mode with gradients on.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+GRID_FAMILIES = {"sana"}       # blocks that need height/width: route rows and columns
+SET_FAMILIES = {"sd3"}         # blocks that see a set of tokens: route any subset
+
+
+@dataclass(frozen=True)
+class Route:
+    ratio: float
+    start: int
+    end: int
+
+
+def routes_of(tread_config: dict[str, Any], blocks: int) -> list[Route]:
+    """The routes with block indices resolved; ValueError (naming config.json: tread_config) when one cannot be."""
+    routes = []
+    for n, given in enumerate(tread_config.get("routes") or [], 1):
+        start, end = (int(given[k]) + (blocks if int(given[k]) < 0 else 0)
+                      for k in ("start_layer_idx", "end_layer_idx"))
+        if not 0 <= start <= end < blocks:
+            raise ValueError(f"config.json: tread_config: route {n} spans blocks {given['start_layer_idx']}.."
+                             f"{given['end_layer_idx']}, which is not a span of this model's {blocks} blocks (0.."
+                             f"{blocks - 1}, or negative from the end); give start_layer_idx <= end_layer_idx within them")
+        routes.append(Route(float(given["selection_ratio"]), start, end))
+    routes.sort(key=lambda r: r.start)
+    for a, b in zip(routes, routes[1:]):
+        if b.start <= a.end:
+            raise ValueError(f"config.json: tread_config: routes over blocks {a.start}..{a.end} and {b.start}..{b.end} "
+                             "overlap; give each route its own span")
+    return routes
+
+
+class TokenRouter:
+    """Routes tokens of `model` (the diffusers transformer, possibly wrapped) past each route's blocks."""
+
+    def __init__(self, model: nn.Module, family: str, tread_config: dict[str, Any], generator: torch.Generator):
+        if family not in GRID_FAMILIES | SET_FAMILIES:
+            raise ValueError(f"config.json: tread_config: token routing is not built for {family} yet; remove "
+                             "tread_config")
+        self.grid = family in GRID_FAMILIES
+        self.generator = generator
+        self.transformer = next(m for m in model.modules() if isinstance(getattr(m, "transformer_blocks", None),
+                                                                          nn.ModuleList))
+        blocks = self.transformer.transformer_blocks
+        self.routes = routes_of(tread_config, len(blocks))
+        self.active = False
+        self.grid_size: tuple[int, int] = (0, 0)   # the latent token grid of this forward (Sana)
+        self.chosen: dict[int, Any] = {}           # route start → the tokens (or rows, columns) going on
+        self.held: dict[int, torch.Tensor] = {}    # route start → all tokens, as they entered the route
+        self.handles = [self.transformer.register_forward_pre_hook(self._draw, with_kwargs=True)]
+        for route in self.routes:
+            self.handles.append(blocks[route.start].register_forward_pre_hook(self._enter(route), with_kwargs=True))
+            if self.grid:   # the transformer tells every block its full grid: those after the first hear the smaller one
+                for index in range(route.start + 1, route.end + 1):
+                    self.handles.append(blocks[index].register_forward_pre_hook(self._resize(route), with_kwargs=True))
+            self.handles.append(blocks[route.end].register_forward_hook(self._leave(route), with_kwargs=True))
+
+    def describe(self) -> str:
+        spans = ", ".join(f"{r.ratio:.0%} of the tokens past blocks {r.start}..{r.end}" for r in self.routes)
+        return f"tread_config: routing {spans} ({'rows and columns' if self.grid else 'tokens'}), in training only"
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    # --- hooks ---------------------------------------------------------------------------------
+    def _draw(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Once per forward of the transformer: route when training with gradients, and choose what goes on."""
+        self.active = module.training and torch.is_grad_enabled()
+        if not self.active:
+            return
+        latents = args[0] if args else kwargs["hidden_states"]
+        patch = self.transformer.config.patch_size
+        patch = patch[-1] if isinstance(patch, (tuple, list)) else patch
+        rows, cols = latents.shape[-2] // patch, latents.shape[-1] // patch
+        self.grid_size = (rows, cols)
+        device = latents.device
+        for route in self.routes:
+            keep = 1.0 - route.ratio
+            if self.grid:
+                h, w = (max(1, round(n * math.sqrt(keep))) for n in (rows, cols))
+                self.chosen[route.start] = (self._subset(rows, h, device), self._subset(cols, w, device))
+            else:
+                self.chosen[route.start] = self._subset(rows * cols, max(1, round(rows * cols * keep)), device)
+
+    def _subset(self, n: int, k: int, device: torch.device) -> torch.Tensor:
+        """k of range(n), drawn at random and kept in order."""
+        return torch.randperm(n, generator=self.generator)[:k].sort().values.to(device)
+
+    def _enter(self, route: Route):
+        def hook(block: nn.Module, args: tuple, kwargs: dict):
+            if not self.active:
+                return None
+            args, kwargs = list(args), dict(kwargs)
+            tokens = args[0] if args else kwargs["hidden_states"]
+            self.held[route.start] = tokens
+            if self.grid:
+                rows_on, cols_on = self.chosen[route.start]
+                grid = tokens.unflatten(1, self.grid_size)
+                kept = grid.index_select(1, rows_on).index_select(2, cols_on).flatten(1, 2)
+                self._tell_grid(args, kwargs, route)
+            else:
+                kept = tokens.index_select(1, self.chosen[route.start])
+            if args:
+                args[0] = kept
+            else:
+                kwargs["hidden_states"] = kept
+            return tuple(args), kwargs
+        return hook
+
+    def _tell_grid(self, args: list, kwargs: dict, route: Route) -> None:
+        """SanaTransformerBlock(hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask,
+        timestep, height, width): the routed grid's height and width, passed as the transformer passed them."""
+        rows_on, cols_on = self.chosen[route.start]
+        if len(args) >= 7:
+            args[5], args[6] = len(rows_on), len(cols_on)
+        else:
+            kwargs["height"], kwargs["width"] = len(rows_on), len(cols_on)
+
+    def _resize(self, route: Route):
+        def hook(block: nn.Module, args: tuple, kwargs: dict):
+            if not self.active:
+                return None
+            args, kwargs = list(args), dict(kwargs)
+            self._tell_grid(args, kwargs, route)
+            return tuple(args), kwargs
+        return hook
+
+    def _leave(self, route: Route):
+        def hook(block: nn.Module, args: tuple, kwargs: dict, output: Any):
+            if not self.active:
+                return None
+            # SD3's blocks return (encoder_hidden_states, hidden_states); Sana's the hidden states.
+            kept = output[1] if isinstance(output, tuple) else output
+            held = self.held[route.start]
+            if self.grid:
+                rows_on, cols_on = self.chosen[route.start]
+                grid = held.unflatten(1, self.grid_size).clone()
+                grid[:, rows_on[:, None], cols_on[None, :]] = kept.unflatten(1, (len(rows_on), len(cols_on)))
+                joined = grid.flatten(1, 2)
+            else:
+                joined = held.clone()
+                joined[:, self.chosen[route.start]] = kept
+            return (output[0], joined) if isinstance(output, tuple) else joined
+        return hook
