@@ -114,6 +114,7 @@ class HubPush:
         self.events = events
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-push")
         self.pending: list[tuple[str, Future]] = []
+        self.folders: dict[Future, Path] = {}
         self.off = False
         reason = why_not_now()
         if reason:
@@ -122,7 +123,13 @@ class HubPush:
     def upload(self, folder: Path, path_in_repo: str, what: str) -> None:
         """Queue `folder` for upload into `path_in_repo` of the repo (returns at once)."""
         if not self.off:
-            self.pending.append((what, self.pool.submit(self._upload, folder, path_in_repo, what)))
+            future = self.pool.submit(self._upload, folder, path_in_repo, what)
+            self.pending.append((what, future))
+            self.folders[future] = folder
+
+    def in_flight(self) -> set[Path]:
+        """The folders queued or being uploaded: checkpoint rotation must leave them be until they are done."""
+        return {folder for future, folder in self.folders.items() if not future.done()}
 
     def upload_exports(self, step: int, ema: bool) -> None:
         """Queue the final export: pipeline/ to the repo's root, pipeline-ema/ (when trained with EMA) into ema/."""

@@ -95,3 +95,29 @@ def test_tuner_push_offline_and_of_a_folder_with_nothing_to_push(tmp_path):
     done = push(tmp_path, str(tmp_path / "empty"))
     assert done.returncode == 1 and "holds no pipeline/ or pipeline-ema/ folder" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_rotation_keeps_a_checkpoint_until_its_upload_is_done(tmp_path, tiny_sana, monkeypatch):
+    """checkpoints_total_limit 1 with checkpoints pushed: an upload slower than a step must still find its folder."""
+    import time
+
+    from engine_fixtures import train_config
+    from tuner.engine import hub
+
+    found = {}
+
+    def slow_upload(repo, folder, path_in_repo, message, private=True):
+        time.sleep(0.6)   # a large checkpoint on a slow line: the run writes the next ones meanwhile
+        found[path_in_repo] = (folder / "checkpoint.json").is_file() if path_in_repo.startswith("checkpoint-") \
+            else folder.is_dir()
+        return f"https://huggingface.co/{repo}/tree/main/{path_in_repo}"
+
+    monkeypatch.setattr(hub, "why_not_now", lambda: None)
+    monkeypatch.setattr(hub, "upload", slow_upload)
+    config = demo_config(tmp_path, tiny_sana, max_train_steps=4, checkpoint_step_interval=1, checkpoints_total_limit=1,
+                         push_to_hub=True, push_checkpoints_to_hub=True, hub_model_id="me/tiny-shapes")
+    train_config(config, tmp_path / "job")
+    assert found == {"checkpoint-1": True, "checkpoint-2": True, "checkpoint-3": True, "checkpoint-4": True,
+                     "": True}, found
+    # Once the uploads are done, the limit holds again.
+    assert sorted(p.name for p in (tmp_path / "output").glob("checkpoint-*")) == ["checkpoint-4"]

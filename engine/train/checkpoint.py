@@ -13,6 +13,7 @@ import random
 import shutil
 import time
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -258,8 +259,9 @@ def write_rank(tmp: Path, rank: int, generator: torch.Generator) -> None:
     (tmp / f"rng-{rank}.json").write_text(json.dumps(meta))
 
 
-def commit(tmp: Path, output_dir: Path, step: int, limit: int | None) -> Path:
-    """Mark the checkpoint complete, give it its name, and drop the oldest past `limit`."""
+def commit(tmp: Path, output_dir: Path, step: int, limit: int | None, keep: Collection[Path] = ()) -> Path:
+    """Mark the checkpoint complete, give it its name, and drop the oldest past `limit` (but those in
+    `keep`: checkpoints still being uploaded, dropped by a later rotation)."""
     marker = {"step": step, "time": time.time(), "format": checkpoints.FORMAT, "files": checkpoints.manifest(tmp)}
     with open(tmp / MARKER, "w") as f:
         json.dump(marker, f)
@@ -272,10 +274,16 @@ def commit(tmp: Path, output_dir: Path, step: int, limit: int | None) -> Path:
     elif final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    rotate(output_dir, limit, keep)
+    return final
+
+
+def rotate(output_dir: Path, limit: int | None, keep: Collection[Path] = ()) -> None:
+    """Delete the oldest checkpoints past `limit` (checkpoints_total_limit), except those in `keep`."""
     if limit:
         for _, old in checkpoint_dirs(output_dir)[:-limit]:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
+            if old not in keep:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 def load(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

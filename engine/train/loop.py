@@ -189,7 +189,8 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
                 output_dir, f"checkpoint-{step}", checkpoint.needed_bytes(output_dir, raw_model, optimizer))) from exc
         accelerator.wait_for_everyone()
         if main:
-            result.checkpoint = checkpoint.commit(tmp, output_dir, step, cfg.checkpoints_total_limit)
+            result.checkpoint = checkpoint.commit(tmp, output_dir, step, cfg.checkpoints_total_limit,
+                                                  keep=pusher.in_flight() if pusher is not None else ())
             events.emit("checkpoint", step=step, path=str(result.checkpoint))
             if pusher is not None and cfg.push_checkpoints_to_hub:
                 pusher.upload(result.checkpoint, result.checkpoint.name, f"checkpoint-{step}")
@@ -322,6 +323,7 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
         if pusher is not None:  # after the barrier: the other processes do not wait on an upload
             pusher.upload_exports(step, ema=ema is not None)
             pusher.wait()
+            checkpoint.rotate(output_dir, cfg.checkpoints_total_limit)   # what rotation left while it uploaded
         events.emit("done", step=step, paths={"pipeline": str(output_dir / "pipeline"),
                                               "checkpoint": str(result.checkpoint) if result.checkpoint else None,
                                               "validation": str(output_dir / "validation_images"),
