@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from tuner.engine.config.bundle import ConfigBundle, resolve_path
 from tuner.engine.config.issues import FILE_KEY, ConfigError, Issue, display
 from tuner.engine.config.models import DatasetConfig, TrainConfig, VideoConfig, field_choices
-from tuner.engine.config.names import SIMPLETUNER_DATASET_KEYS, SIMPLETUNER_OPTIONS, SIMPLETUNER_VIDEO_KEYS
+from tuner.engine.config.names import INSTEAD, SIMPLETUNER_DATASET_KEYS, SIMPLETUNER_OPTIONS, SIMPLETUNER_VIDEO_KEYS
 from tuner.engine.config.prompt_library import TOKEN
 from tuner.engine.config.rules import run_rules
 
@@ -135,7 +135,8 @@ def _sort_keys(data: dict[str, Any], model: type[BaseModel], file: str, prefix: 
             issues.append(Issue("warning", file, where,
                                 "not supported in config.json, ignored; set it on each dataset in multidatabackend.json"))
         elif key in simpletuner:
-            issues.append(Issue("warning", file, where, "not supported, ignored (a SimpleTuner option tuner does not implement)"))
+            issues.append(Issue("warning", file, where, f"not supported, ignored: {INSTEAD[key]}" if key in INSTEAD
+                                else "not supported, ignored (a SimpleTuner option tuner does not implement)"))
         else:
             near = _nearest(key, fields, simpletuner)
             hint = f"did you mean {near!r}?" if near else "remove it"

@@ -167,6 +167,15 @@ SIMPLETUNER_OPTIONS |= frozenset("""
 validation_torch_compile
 """.split())
 
+# SimpleTuner options tuner does not implement whose users want to know what to do instead.
+INSTEAD: dict[str, str] = {
+    "fuse_qkv_projections": "diffusers fuses Q, K and V for inference and cannot split trained fused weights back "
+                            "for the export; remove it (dynamo_backend: inductor fuses what pays for itself)",
+    "dynamo_cache_export": "compiled graphs are not exported; remove it (each run compiles on its first step)",
+    "dynamo_hub_repo_id": "compiled graphs are not shared through the Hub; remove it",
+    "dynamo_wrapper": "tuner compiles with torch.compile itself; remove it (dynamo_backend chooses the backend)",
+}
+
 # Keys SimpleTuner reads from a multidatabackend.json entry (from its dataloader documentation);
 # the ones tuner does not implement are warnings, anything else is an error.
 SIMPLETUNER_DATASET_KEYS: frozenset[str] = frozenset("""
