@@ -12,7 +12,7 @@ from tuner.tui.screens.step_preset import PresetStep
 from tuner.tui.widgets.preset_picker import PresetPicker
 from tuner.tui.wizard_state import WizardState
 
-from tui_support import SIZE, no_daemon, settle, unexpected_errors  # noqa: F401
+from tui_support import SIZE, keys, no_daemon, settle, unexpected_errors  # noqa: F401
 
 
 async def test_new_offers_no_preset_and_taking_it_changes_nothing():
@@ -67,9 +67,7 @@ async def test_a_preset_over_untouched_defaults_asks_nothing():
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await app.push_screen(PresetStep(state))
-        await settle(pilot)
-        await pilot.press("ctrl+n")
-        await settle(pilot)
+        await keys(pilot, "ctrl+n")
         assert isinstance(app.screen, DatasetStep)
 
 
@@ -78,12 +76,9 @@ async def test_the_demo_preset_trains_the_demos_own_tiny_model_and_shapes(tmp_pa
     app = TunerApp(hardware=describe(0, 0))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        for key in ("n", "ctrl+n", "ctrl+n"):
-            await pilot.press(key)
-            await settle(pilot)
+        await keys(pilot, "n", "ctrl+n", "ctrl+n")
         assert app.screen.query_one(PresetPicker).highlighted.name == "sana-tiny-demo"
-        await pilot.press("ctrl+n")
-        await settle(pilot)   # the model is built by then (a worker the settle waits for)
+        await keys(pilot, "ctrl+n")   # the model is built by then (a worker the settle waits for)
         assert isinstance(app.screen, DatasetStep)
         state = app.screen.state
         demo = tmp_path / "data" / "demo"
@@ -95,11 +90,8 @@ async def test_the_demo_preset_trains_the_demos_own_tiny_model_and_shapes(tmp_pa
         assert len(state.prompts) == 2   # the other shapes, as `tunerd demo` samples them
         app.screen.rescan()
         await settle(pilot)
-        for _ in range(2):
-            await pilot.press("ctrl+n")
-            await settle(pilot)
+        await keys(pilot, "ctrl+n", "ctrl+n")
         app.screen.query_one("#in-output_dir").value = str(tmp_path / "out")
-        await pilot.press("ctrl+n")
-        await settle(pilot)
+        await keys(pilot, "ctrl+n")
         review = app.screen
         assert review.issues is not None and not [i for i in review.issues if i.level == "error"], review.issues

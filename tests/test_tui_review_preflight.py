@@ -15,7 +15,7 @@ from tuner.tui.screens.step_preset import PresetStep
 from tuner.tui.screens.step_review import ReviewStep
 from tuner.tui.screens.step_training import TrainingStep, ValidationStep
 
-from tui_support import SIZE, no_daemon, problem_at, problems_text, settle, unexpected_errors  # noqa: F401
+from tui_support import SIZE, keys, no_daemon, problem_at, problems_text, settle, unexpected_errors  # noqa: F401
 
 
 async def next_step(pilot, expected: type) -> None:
@@ -31,8 +31,7 @@ def field(screen, key: str):
 async def to_training(pilot, images) -> None:
     """New, the suggested model and preset, `images` as the dataset, on to the Training step."""
     await settle(pilot)
-    await pilot.press("n")
-    await settle(pilot)
+    await keys(pilot, "n")
     await next_step(pilot, ModelStep)
     await next_step(pilot, PresetStep)
     await next_step(pilot, DatasetStep)
@@ -89,12 +88,7 @@ async def test_review_marks_a_batch_the_dataset_cannot_fill_at_the_datasets_repe
         await settle(pilot)
         assert not (tmp_path / "out-config").exists()
         # Back to the Dataset step: the error waits at the repeats field, with the cursor on it.
-        await pilot.press("ctrl+b")
-        await settle(pilot)
-        await pilot.press("ctrl+b")
-        await settle(pilot)
-        await pilot.press("ctrl+b")
-        await settle(pilot)
+        await keys(pilot, "ctrl+b", "ctrl+b", "ctrl+b")
         dataset = app.screen
         assert isinstance(dataset, DatasetStep)
         assert "fewer than the" in problem_at(dataset, "repeats")
@@ -108,8 +102,7 @@ async def test_a_sana_family_pointed_at_an_sd3_folder_is_stopped_at_the_model_st
     app = TunerApp(hardware=describe(24, 1))
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await pilot.press("n")
-        await settle(pilot)
+        await keys(pilot, "n")
         await next_step(pilot, ModelStep)
         model = app.screen
         assert model.query_one("#family", Select).value == "sana"

@@ -49,3 +49,10 @@ def problem_at(screen, key: str) -> str | None:
 def problems_text(screen) -> str:
     """The list of problems under a step's form, as text."""
     return str(screen.query_one("#step-problems").render())
+
+
+async def keys(pilot, *pressed: str) -> None:
+    """Press each key as a user would, letting the app settle after every one (screens open, workers end)."""
+    for key in pressed:
+        await pilot.press(key)
+        await settle(pilot)
