@@ -143,3 +143,24 @@ def test_a_write_that_hits_a_full_disk_is_cleaned_up_and_said(tmp_path, tiny_san
     assert "not enough disk space" in events_of(job, "error")[0]["message"]
     assert not (tmp_path / "output" / ".checkpoint-4.tmp").exists()
     assert checkpoints.verify(tmp_path / "output" / "checkpoint-2") is None
+
+
+def test_a_process_the_checkpoint_had_not_draws_noise_of_its_own(tmp_path) -> None:
+    """Resumed on more processes than saved: rank 2 must not repeat rank 0's (or rank 1's) noise."""
+    import torch
+
+    from tuner.engine.train import checkpoint as ckpt
+
+    saved = torch.Generator().manual_seed(7)
+    for rank in (0, 1):
+        ckpt.write_rank(tmp_path, rank, saved)
+
+    def first_draws(rank: int) -> torch.Tensor:
+        generator = torch.Generator()
+        ckpt.load_rng(tmp_path, rank, generator)
+        return torch.randn(4, generator=generator)
+
+    drawn = {rank: first_draws(rank) for rank in (0, 1, 2, 3)}
+    assert torch.equal(drawn[0], drawn[1])   # both saved from the same generator state here
+    assert not torch.equal(drawn[2], drawn[0]) and not torch.equal(drawn[3], drawn[2])
+    assert torch.equal(first_draws(2), drawn[2])   # and the same again on the next resume

@@ -309,8 +309,20 @@ def load(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
                 ema.load_state_dict(load_file(str(ema_file)))
     state = json.loads((path / "state.json").read_text())
     scheduler.load_state_dict(state.pop("scheduler"))
-    rng_file = path / f"rng-{rank}.safetensors"
-    if not rng_file.is_file():  # resumed on more processes than saved: reuse rank 0's
-        rng_file = path / "rng-0.safetensors"
-    set_rng_state(generator, load_file(str(rng_file)), json.loads(rng_file.with_suffix(".json").read_text()))
+    load_rng(path, rank, generator)
     return state
+
+
+def load_rng(path: Path, rank: int, generator: torch.Generator) -> None:
+    """This process's random state as saved; a process the checkpoint had not (resumed on more
+    processes) takes rank 0's moved to a stream of its own, so its noise differs from every other's
+    and a second resume draws the same again."""
+    rng_file = path / f"rng-{rank}.safetensors"
+    if rng_file.is_file():
+        set_rng_state(generator, load_file(str(rng_file)), json.loads(rng_file.with_suffix(".json").read_text()))
+        return
+    rank0 = path / "rng-0.safetensors"
+    set_rng_state(generator, load_file(str(rank0)), json.loads(rank0.with_suffix(".json").read_text()))
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator)) + rank
+    generator.manual_seed(seed)
+    torch.manual_seed(seed)
