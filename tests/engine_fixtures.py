@@ -60,8 +60,8 @@ def launch_two_processes(job_dir: Path, timeout: float = 400):
                            "-m", "tuner.engine", str(job_dir)], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def torchrun_two(script: Path, *args: str, timeout: float = 600):
-    """Run a test's own script on two processes joined by gloo (torchrun), one thread each."""
+def torchrun_script(script: Path, *args: str, processes: int = 2, timeout: float = 600):
+    """Run a test's own script on `processes` processes joined by gloo (torchrun), one thread each."""
     import os
     import socket
     import subprocess
@@ -71,7 +71,7 @@ def torchrun_two(script: Path, *args: str, timeout: float = 600):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
                            "--master_port", str(port), str(script), *map(str, args)],
                           env=env, capture_output=True, text=True, timeout=timeout)
 

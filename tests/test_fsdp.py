@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine_fixtures import demo_config, torchrun_two
+from engine_fixtures import demo_config, torchrun_script
 
 SCRIPT = """
 import json, os, sys
@@ -42,13 +42,13 @@ seen.update(losses=result.losses, step=result.step)
 """
 
 
-def run_two(tmp: Path, config: Path, stop: int | None = None) -> dict[str, dict]:
-    """Train `config` on two gloo processes; returns what each rank saw, by rank."""
+def run_sharded(tmp: Path, config: Path, stop: int | None = None, processes: int = 2) -> dict[str, dict]:
+    """Train `config` on `processes` gloo processes (two by default); returns what each rank saw, by rank."""
     script = tmp / "fsdp_run.py"
     script.write_text(SCRIPT)
-    proc = torchrun_two(str(script), str(config), str(tmp), str(stop or "none"))
+    proc = torchrun_script(str(script), str(config), str(tmp), str(stop or "none"), processes=processes)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    return {rank: json.loads((tmp / f"seen-{rank}.json").read_text()) for rank in ("0", "1")}
+    return {str(rank): json.loads((tmp / f"seen-{rank}.json").read_text()) for rank in range(processes)}
 
 
 def sharded_config(tmp: Path, model: Path, **overrides) -> Path:
@@ -67,7 +67,7 @@ def weights(output: Path, export: str = "pipeline") -> dict[str, torch.Tensor]:
 def straight(tmp_path_factory, tiny_sana):
     """One sharded run of 4 steps (accumulating 2 micro-batches, EMA, validation at the end)."""
     tmp = tmp_path_factory.mktemp("fsdp-straight")
-    return tmp, run_two(tmp, sharded_config(tmp, tiny_sana))
+    return tmp, run_sharded(tmp, sharded_config(tmp, tiny_sana))
 
 
 @pytest.mark.slow
@@ -85,7 +85,7 @@ def test_each_process_holds_half_the_model_and_trains_what_ddp_trains(straight, 
     assert any("FSDP2 over 2 processes" in m for m in logged), logged
 
     # The same run under DDP (every process a whole copy): the same losses, the same weights.
-    ddp = run_two(tmp_path, sharded_config(tmp_path, tiny_sana, fsdp_enable=False))
+    ddp = run_sharded(tmp_path, sharded_config(tmp_path, tiny_sana, fsdp_enable=False))
     for (step, loss), (ddp_step, ddp_loss) in zip(seen["0"]["losses"], ddp["0"]["losses"], strict=True):
         assert step == ddp_step and loss == pytest.approx(ddp_loss, rel=1e-5)
     sharded_out, ddp_out = tmp / "output", tmp_path / "output"
@@ -111,13 +111,30 @@ def test_each_process_holds_half_the_model_and_trains_what_ddp_trains(straight, 
 def test_a_sharded_run_stopped_and_resumed_ends_with_the_same_weights(straight, tmp_path, tiny_sana):
     tmp, seen = straight
     config = sharded_config(tmp_path, tiny_sana, resume_from_checkpoint="latest")
-    first = run_two(tmp_path, config, stop=2)
+    first = run_sharded(tmp_path, config, stop=2)
     assert first["0"]["step"] == 2
-    second = run_two(tmp_path, config)
+    second = run_sharded(tmp_path, config)
     assert second["0"]["losses"] == seen["0"]["losses"][2:]
     for export in ("pipeline", "pipeline-ema"):
         resumed, straight_weights = weights(tmp_path / "output", export), weights(tmp / "output", export)
         assert all(torch.equal(resumed[k], straight_weights[k]) for k in straight_weights)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_two_processes_resumes_on_three(straight, tmp_path, tiny_sana):
+    """The distributed checkpoint reshards: loaded on 3 processes it is the same model and EMA."""
+    import shutil
+
+    tmp, _seen = straight
+    config = sharded_config(tmp_path, tiny_sana, resume_from_checkpoint="latest", validation_disable=True)
+    shutil.copytree(tmp / "output" / "checkpoint-4", tmp_path / "output" / "checkpoint-4")
+    resumed = run_sharded(tmp_path, config, processes=3)   # at step 4 of 4: it loads, then exports
+    assert {seen["step"] for seen in resumed.values()} == {4}
+    for rank in resumed:   # a third of the model each now
+        assert abs(resumed[rank]["held"] - resumed[rank]["whole"] / 3) < 0.05 * resumed[rank]["whole"]
+    for export in ("pipeline", "pipeline-ema"):
+        ours, saved = weights(tmp_path / "output", export), weights(tmp / "output", export)
+        assert ours.keys() == saved.keys() and all(torch.equal(ours[k], saved[k]) for k in saved), export
 
 
 def test_a_sharded_checkpoint_is_not_resumed_unsharded(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine_fixtures import torchrun_two
+from engine_fixtures import torchrun_script
 from video_fixtures import video_config
 
 SCRIPT = """
@@ -57,7 +57,7 @@ def test_every_process_trains_the_same_crepa_head(tmp_path, tiny_sanavideo):
                           crepa_encoder_image_size=28, crepa_lambda=1.0, gradient_accumulation_steps=2)
     script = tmp_path / "crepa_ranks.py"
     script.write_text(SCRIPT)
-    proc = torchrun_two(str(script), str(config), str(tmp_path))
+    proc = torchrun_script(str(script), str(config), str(tmp_path))
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "rank 0 trained 3 steps" in out and "rank 1 trained 3 steps" in out, out[-4000:]

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from engine_fixtures import demo_config, torchrun_two
+from engine_fixtures import demo_config, torchrun_script
 
 SCRIPT = """
 import json, os, sys
@@ -50,7 +50,7 @@ def test_ddp_leaves_the_quantised_base_alone_and_syncs_the_adapter(tmp_path, tin
                          optimizer="adamw", mixed_precision="no")
     script = tmp_path / "quanto_ddp.py"
     script.write_text(SCRIPT)
-    proc = torchrun_two(str(script), str(config), str(tmp_path))
+    proc = torchrun_script(str(script), str(config), str(tmp_path))
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     for rank in (0, 1):
         seen = json.loads((tmp_path / f"ddp-{rank}.json").read_text())
