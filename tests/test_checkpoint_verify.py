@@ -164,3 +164,20 @@ def test_a_process_the_checkpoint_had_not_draws_noise_of_its_own(tmp_path) -> No
     assert torch.equal(drawn[0], drawn[1])   # both saved from the same generator state here
     assert not torch.equal(drawn[2], drawn[0]) and not torch.equal(drawn[3], drawn[2])
     assert torch.equal(first_draws(2), drawn[2])   # and the same again on the next resume
+
+
+def test_a_gpus_own_noise_generator_is_saved_and_resumed(tmp_path) -> None:
+    """On a GPU the noise comes from a generator on the device: its state rides in the rank's file too
+    (a second CPU generator stands in for it here)."""
+    import torch
+
+    from tuner.engine.train import checkpoint as ckpt
+
+    host, noise = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    torch.randn(10, generator=noise)
+    ckpt.write_rank(tmp_path, 0, host, noise)
+    expected = torch.randn(4, generator=noise)
+    host2, noise2 = torch.Generator(), torch.Generator()
+    ckpt.load_rng(tmp_path, 0, host2, noise2)
+    assert torch.equal(torch.randn(4, generator=noise2), expected)
+    assert torch.equal(host2.get_state(), host.get_state())

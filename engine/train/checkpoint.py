@@ -149,8 +149,12 @@ def _unflatten(state: dict[str, Any], key: str, value: Any) -> None:
     state[leaf] = value
 
 
-def rng_state(generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def rng_state(generator: torch.Generator, noise: torch.Generator | None = None
+              ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The random states to save: torch's, the loop's generator and (on a GPU) its device noise generator."""
     tensors = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if noise is not None and noise is not generator:
+        tensors["noise"] = noise.get_state()
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda.{i}"] = s
@@ -162,9 +166,12 @@ def rng_state(generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict
     return tensors, meta
 
 
-def set_rng_state(generator: torch.Generator, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def set_rng_state(generator: torch.Generator, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                  noise: torch.Generator | None = None) -> None:
     torch.set_rng_state(tensors["torch"])
     generator.set_state(tensors["generator"])
+    if noise is not None and noise is not generator and "noise" in tensors:
+        noise.set_state(tensors["noise"])
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
             if f"cuda.{i}" in tensors:
@@ -252,9 +259,9 @@ def write_main(tmp: Path, *, model: torch.nn.Module, optimizer: torch.optim.Opti
     (tmp / "state.json").write_text(json.dumps(state, indent=2))
 
 
-def write_rank(tmp: Path, rank: int, generator: torch.Generator) -> None:
+def write_rank(tmp: Path, rank: int, generator: torch.Generator, noise: torch.Generator | None = None) -> None:
     """Every rank's own share: its random number generator states."""
-    tensors, meta = rng_state(generator)
+    tensors, meta = rng_state(generator, noise)
     save_file(tensors, str(tmp / f"rng-{rank}.safetensors"))
     (tmp / f"rng-{rank}.json").write_text(json.dumps(meta))
 
@@ -287,7 +294,8 @@ def rotate(output_dir: Path, limit: int | None, keep: Collection[Path] = ()) -> 
 
 
 def load(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-         ema: Any, generator: torch.Generator, rank: int, sharded: bool = False) -> dict[str, Any]:
+         ema: Any, generator: torch.Generator, rank: int, sharded: bool = False,
+         noise: torch.Generator | None = None) -> dict[str, Any]:
     """Restore everything `write_main`/`write_rank` (and, under FSDP, sharding.save) saved; returns the
     JSON training state."""
     written_sharded = sharding.is_sharded_checkpoint(path)
@@ -309,20 +317,22 @@ def load(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer
                 ema.load_state_dict(load_file(str(ema_file)))
     state = json.loads((path / "state.json").read_text())
     scheduler.load_state_dict(state.pop("scheduler"))
-    load_rng(path, rank, generator)
+    load_rng(path, rank, generator, noise)
     return state
 
 
-def load_rng(path: Path, rank: int, generator: torch.Generator) -> None:
+def load_rng(path: Path, rank: int, generator: torch.Generator, noise: torch.Generator | None = None) -> None:
     """This process's random state as saved; a process the checkpoint had not (resumed on more
     processes) takes rank 0's moved to a stream of its own, so its noise differs from every other's
     and a second resume draws the same again."""
     rng_file = path / f"rng-{rank}.safetensors"
     if rng_file.is_file():
-        set_rng_state(generator, load_file(str(rng_file)), json.loads(rng_file.with_suffix(".json").read_text()))
+        set_rng_state(generator, load_file(str(rng_file)), json.loads(rng_file.with_suffix(".json").read_text()),
+                      noise)
         return
     rank0 = path / "rng-0.safetensors"
-    set_rng_state(generator, load_file(str(rank0)), json.loads(rank0.with_suffix(".json").read_text()))
+    set_rng_state(generator, load_file(str(rank0)), json.loads(rank0.with_suffix(".json").read_text()), noise)
     seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator)) + rank
-    generator.manual_seed(seed)
+    for stream in {id(g): g for g in (generator, noise) if g is not None}.values():
+        stream.manual_seed(seed)
     torch.manual_seed(seed)

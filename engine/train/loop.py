@@ -79,6 +79,10 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     seed = cfg.seed if cfg.seed is not None else 0
     set_seed(seed + accelerator.process_index)
     generator = torch.Generator().manual_seed(seed + accelerator.process_index)
+    # The training noise is drawn where it is used: on a GPU from a generator of its own there (no
+    # latent-sized tensor drawn on the host and copied each step); on the CPU it is `generator`.
+    noise_generator = generator if accelerator.device.type == "cpu" else \
+        torch.Generator(device=accelerator.device).manual_seed(seed + accelerator.process_index)
 
     resume_from, damaged = checkpoint.resolve_resume(output_dir, cfg.resume_from_checkpoint)
     for bad in damaged:  # kept on disk: the user may restore it from a copy
@@ -145,7 +149,8 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     step, nan_streak = 0, 0
     if resume_from is not None:
         state = checkpoint.load(resume_from, model=raw_model, optimizer=optimizer, scheduler=scheduler,
-                                ema=ema, generator=generator, rank=accelerator.process_index, sharded=sharded)
+                                ema=ema, generator=generator, rank=accelerator.process_index, sharded=sharded,
+                                noise=noise_generator)
         step, nan_streak = state["step"], state.get("nan_streak", 0)
         data.load_state_dict(state["data"])
         for term in loss_terms:
@@ -180,7 +185,7 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
                     term.save(tmp)
             if sharded:
                 sharding.save(tmp, raw_model, optimizer, ema)
-            checkpoint.write_rank(tmp, accelerator.process_index, generator)
+            checkpoint.write_rank(tmp, accelerator.process_index, generator, noise_generator)
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
@@ -224,7 +229,7 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
                     drop = torch.rand(len(batch.captions), generator=generator) < dropout
                     if drop.any():
                         text = _drop_captions(text, empty_text, drop, accelerator.device)
-                noise = torch.randn(latents.shape, generator=generator).to(accelerator.device)
+                noise = torch.randn(latents.shape, generator=noise_generator, device=accelerator.device)
                 sigmas = flow.sample_sigmas(latents.shape[0], generator, uniform=cfg.flow_use_uniform_schedule,
                                             sigmoid_scale=cfg.flow_sigmoid_scale,
                                             shift=family.training_shift(latents)).to(accelerator.device)
