@@ -175,3 +175,21 @@ def test_engine_warnings_reach_the_event_stream(tmp_path, tiny_sana):
     assert run(config, tmp_path / "job") == EXIT_DONE
     warnings = [e["message"] for e in events_of(tmp_path / "job", "log") if e["level"] == "warning"]
     assert any("paged" in m.lower() for m in warnings), warnings
+
+
+def test_value_clipping_the_default_still_reports_the_gradient_norm(tmp_path, tiny_sana, monkeypatch):
+    """SimpleTuner's default clips each value; the norm before clipping is still measured and shown."""
+    largest = []
+    step = torch.optim.AdamW.step
+
+    def measured(self, *args, **kwargs):
+        largest.append(max(float(p.grad.abs().max()) for g in self.param_groups for p in g["params"]
+                           if p.grad is not None))
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", measured)
+    config = demo_config(tmp_path, tiny_sana, max_train_steps=3, optimizer="adamw", max_grad_norm=1e-4)
+    train_config(config, tmp_path / "job")
+    norms = [e["grad_norm"] for e in events_of(tmp_path / "job", "progress")]
+    assert norms and all(isinstance(n, float) and n > 1e-4 for n in norms), norms   # progress is throttled
+    assert all(v <= 1e-4 for v in largest), largest   # every value clipped to max_grad_norm

@@ -362,13 +362,15 @@ def _drop_captions(text: dict[str, torch.Tensor], empty: dict[str, torch.Tensor]
 
 def _clip(accelerator: Accelerator, trained: list[torch.nn.Parameter], cfg: TrainConfig) -> float | None:
     """Clip by norm or by value as configured (0 = off), the model's and the loss terms' gradients
-    together (CREPA's head is trained too); returns the gradient norm when measured."""
+    together (CREPA's head is trained too); returns the gradient norm before clipping."""
     limit = float(cfg.max_grad_norm or 0.0)
     params = [p for p in trained if p.grad is not None]
-    if cfg.grad_clip_method == "value":
-        if limit > 0:
-            accelerator.clip_grad_value_(params, limit)
-        return None
-    norm = accelerator.clip_grad_norm_(params, limit if limit > 0 else float("inf"))
+    by_norm = cfg.grad_clip_method == "norm" and limit > 0
+    # Measured either way (clip_grad_norm_ with no limit clips nothing), so the monitor and the
+    # trackers show it under SimpleTuner's default, value clipping; fp16's gradients are unscaled here.
+    norm = accelerator.clip_grad_norm_(params, limit if by_norm else float("inf"))
+    if cfg.grad_clip_method == "value" and limit > 0:
+        # torch's own: accelerate's would unscale fp16 gradients a second time.
+        torch.nn.utils.clip_grad_value_(params, limit)
     return sharding.as_float(norm)  # a sharded model's norm comes as a DTensor over the shards
 
