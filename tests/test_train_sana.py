@@ -75,6 +75,27 @@ def test_validation_and_previews_in_expected_numbers(tmp_path, tiny_sana):
     assert all(Path(e["path"]).is_file() for e in previews)
 
 
+def test_num_validation_images_samples_each_prompt_that_many_times_with_their_own_seeds(tmp_path, tiny_sana):
+    from PIL import Image
+
+    config = demo_config(tmp_path, tiny_sana, max_train_steps=1, validation_disable=False,
+                         validation_num_inference_steps=3, num_validation_images=3, validation_preview=True,
+                         validation_preview_steps=1)
+    job = tmp_path / "job"
+    train_config(config, job)
+    folder = tmp_path / "output" / "validation_images" / "step-000001"
+    prompts = 1 + len(json.loads((config / "user_prompt_library.json").read_text()))
+    images = sorted(folder.glob("validation-64x64*.png"))
+    assert [p.name for p in images] == ["validation-64x64-2.png", "validation-64x64-3.png", "validation-64x64.png"]
+    assert len(list(folder.glob("*.png"))) == 3 * prompts
+    pixels = [Image.open(p).tobytes() for p in images]
+    assert len(set(pixels)) == 3   # seed, seed + 1, seed + 2
+    [event] = [e for e in events_of(job, "validation") if e["nickname"] == "validation"]
+    assert len(event["paths"]) == 3
+    # Previews follow the first sample of each prompt only: 3 steps × prompts.
+    assert len(events_of(job, "preview")) == 3 * prompts
+
+
 def test_control_requests_stop_with_a_checkpoint(tmp_path, tiny_sana):
     config = demo_config(tmp_path, tiny_sana, max_train_steps=50)
     job = tmp_path / "job"

@@ -342,7 +342,6 @@ def area_resolution_is_megapixels(ctx: Context) -> Iterator[Issue]:
 NOT_ACTING_YET = {
     "noise_offset": "not supported yet, no offset noise is added; remove the key",
     "validation_guidance_rescale": "not supported yet, guidance is not rescaled; remove the key",
-    "num_validation_images": "not supported yet: one sample is made per prompt and size; remove the key",
     "enable_model_cpu_offload": "not supported yet: the validation models stay on the GPU; to save memory there, "
                                 "lower validation_resolution (or validation_num_video_frames)",
     "fsdp_state_dict_type": "FULL_STATE_DICT is not offered: checkpoints hold the sharded state, which loads on "

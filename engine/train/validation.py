@@ -3,6 +3,7 @@ frames every `validation_preview_steps` sampling steps. Runs on the main process
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,12 +91,13 @@ class Validator:
         seed = cfg.validation_seed if cfg.validation_seed is not None else (cfg.seed or 0)
         for prompt in self.prompts:
             paths, stills = [], []
-            for width, height in self.resolutions:
-                name = f"{prompt.nickname}{suffix}-{width}x{height}"
-                on_step = self._preview_callback(prompt, name, step, every) if every else None
+            for (width, height), n in itertools.product(self.resolutions, range(cfg.num_validation_images)):
+                # num_validation_images: the n-th sample of a prompt and size draws from seed + n.
+                name = f"{prompt.nickname}{suffix}-{width}x{height}" + (f"-{n + 1}" if n else "")
+                on_step = self._preview_callback(prompt, name, step, every) if every and not n else None
                 images = self.family.generate(
                     model, self.text[prompt.nickname], self.negative, width, height, steps,
-                    float(cfg.validation_guidance), int(seed), on_step=on_step,
+                    float(cfg.validation_guidance), int(seed) + n, on_step=on_step,
                 )
                 if cfg.family.video:
                     # A video family returns the frames of one clip: an mp4 plus a still strip to glance at.
