@@ -132,9 +132,9 @@ BROKEN = [
      "\"latest\""),
     ("lycoris-file-missing", set_(model_family="sana", lora_type="lycoris", lycoris_config="lokr.json"), None,
      CONFIG, "lycoris_config", "fix the path"),
-    ("tread-on-video", both(set_(model_family="sanavideo", model_type="full", tread_config={"routes": [
-        {"selection_ratio": 0.5, "start_layer_idx": 2, "end_layer_idx": -2}]}), dataset(0, dataset_type="video")),
-     None, CONFIG, "tread_config", "remove tread_config"),
+    ("tread-with-crepa", both(set_(model_family="sanavideo", model_type="full", crepa_enabled=True, tread_config={
+        "routes": [{"selection_ratio": 0.5, "start_layer_idx": 2, "end_layer_idx": -2}]}),
+        dataset(0, dataset_type="video")), None, CONFIG, "tread_config", "turn one of them off"),
     ("tread-with-compile", set_(dynamo_backend="inductor", tread_config={"routes": [
         {"selection_ratio": 0.5, "start_layer_idx": 2, "end_layer_idx": -2}]}), None, CONFIG, "tread_config",
      "dynamo_backend: no"),

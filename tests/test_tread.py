@@ -27,17 +27,25 @@ def sd3_inputs(model, batch=2):
                 pooled_projections=torch.randn(batch, c.pooled_projection_dim), timestep=torch.rand(batch) * 1000)
 
 
+def video_inputs(model, batch=2):
+    c = model.config
+    return dict(hidden_states=torch.randn(batch, c.in_channels, 2, 16, 16),   # 2 frames of an 8×8 token grid
+                encoder_hidden_states=torch.randn(batch, 5, c.caption_channels),
+                encoder_attention_mask=torch.ones(batch, 5), timestep=torch.rand(batch) * 1000)
+
+
 def tokens_of(output):
     return output[1] if isinstance(output, tuple) else output
 
 
-@pytest.fixture(params=["sana", "sd3"])
-def routed_model(request, tiny_sana, tiny_sd3):
-    from diffusers import SanaTransformer2DModel, SD3Transformer2DModel
+@pytest.fixture(params=["sana", "sd3", "sanavideo"])
+def routed_model(request, tiny_sana, tiny_sd3, tiny_sanavideo):
+    from diffusers import SanaTransformer2DModel, SanaVideoTransformer3DModel, SD3Transformer2DModel
 
     family = request.param
-    cls, folder, inputs = ((SanaTransformer2DModel, tiny_sana, sana_inputs) if family == "sana"
-                           else (SD3Transformer2DModel, tiny_sd3, sd3_inputs))
+    cls, folder, inputs = {"sana": (SanaTransformer2DModel, tiny_sana, sana_inputs),
+                           "sd3": (SD3Transformer2DModel, tiny_sd3, sd3_inputs),
+                           "sanavideo": (SanaVideoTransformer3DModel, tiny_sanavideo, video_inputs)}[family]
     torch.manual_seed(0)
     return family, cls.from_pretrained(folder, subfolder="transformer"), inputs
 
@@ -57,24 +65,21 @@ def test_routed_tokens_skip_the_span_and_rejoin_in_their_own_place(routed_model)
 
     model.train()
     out = model(**inputs(model), return_dict=False)[0]
-    full = 64   # an 8×8 token grid: Sana's 8×8 latents in 1×1 patches, SD3's 16×16 in 2×2
+    frames = 2 if family == "sanavideo" else 1
+    full = 64 * frames   # an 8×8 token grid a frame: Sana's 8×8 latents in 1×1 patches, SD3's 16×16 in 2×2
     assert seen[0] == full and seen[last] < full   # block 0 is before the route, the last block in it
-    held = router.held[1]
-    if family == "sana":   # a grid of rows × columns goes on: half the tokens ≈ 0.707 of each side
-        rows, cols = router.chosen[1]
-        assert seen[last] == len(rows) * len(cols) == 36   # round(8 × √0.5) = 6 rows and 6 columns
-        grid = joined["out"].unflatten(1, router.grid_size)
-        gone = torch.ones(router.grid_size, dtype=torch.bool)
-        gone[rows[:, None], cols[None, :]] = False
-        assert torch.equal(grid[:, rows[:, None], cols[None, :]].flatten(1, 2), raw["out"])
-        assert torch.equal(grid[:, gone], held.unflatten(1, router.grid_size)[:, gone])
-    else:                  # any subset of a set of tokens: half of them, in order
-        kept = router.chosen[1]
-        assert seen[last] == len(kept) == full // 2 and torch.equal(kept, kept.sort().values)
-        gone = torch.ones(full, dtype=torch.bool)
-        gone[kept] = False
-        assert torch.equal(joined["out"][:, kept], raw["out"])
-        assert torch.equal(joined["out"][:, gone], held[:, gone])
+    kept = router.chosen[1]
+    assert torch.equal(kept, kept.sort().values)
+    if family == "sd3":    # any subset of a set of tokens: half of them
+        assert seen[last] == len(kept) == full // 2
+    else:                  # a grid of rows × columns of every frame: round(8 × √0.5) = 6 rows and 6 columns
+        assert seen[last] == len(kept) == 36 * frames
+        rows, cols = {int(i) // 8 % 8 for i in kept}, {int(i) % 8 for i in kept}
+        assert len(rows) == len(cols) == 6 and len(kept) == len(rows) * len(cols) * frames
+    gone = torch.ones(full, dtype=torch.bool)
+    gone[kept] = False
+    assert torch.equal(joined["out"][:, kept], raw["out"])                  # what went on comes back in place
+    assert torch.equal(joined["out"][:, gone], router.held[1][:, gone])     # the rest rejoins as it left
     assert out.shape == inputs(model)["hidden_states"].shape
     out.float().pow(2).mean().backward()   # the routed forward trains every block
     assert all(p.grad is not None for p in blocks[last].parameters() if p.requires_grad)
@@ -110,6 +115,26 @@ def test_a_routed_run_trains_and_resumes_exactly(tmp_path, tiny_sana, tiny_sd3, 
     assert "tread_config: routing 50% of the tokens past blocks 1..1" in "\n".join(logs)
     assert len(straight.losses) == 4 and all(math.isfinite(loss) for _, loss in straight.losses)
     split = demo_config(tmp_path / "b", model, **opts)
+    assert train_config(split, tmp_path / "b" / "job", stop_after=2).stopped
+    edit_config(split, resume_from_checkpoint="latest")
+    resumed = train_config(split, tmp_path / "b" / "job")
+    for (step, expected), (_, got) in zip(straight.losses[2:], resumed.losses):
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), f"step {step} differs after resume"
+
+
+@pytest.mark.parametrize("i2v", [False, True], ids=["text-to-video", "image-to-video"])
+def test_a_routed_sana_video_run_trains_and_resumes_exactly(tmp_path, tiny_sanavideo, i2v):
+    """Sana Video routes rows and columns of every frame, with the rotary embedding (and, image-to-video,
+    the per-token timesteps) narrowed to match."""
+    from video_fixtures import video_config
+
+    opts = dict(max_train_steps=4, tread_config=ROUTE, checkpoint_step_interval=2, gradient_checkpointing=True,
+                video={"is_i2v": True} if i2v else None)
+    straight = train_config(video_config(tmp_path / "a", tiny_sanavideo, **opts), tmp_path / "a" / "job")
+    assert len(straight.losses) == 4 and all(math.isfinite(loss) for _, loss in straight.losses)
+    logs = "\n".join(e["message"] for e in events_of(tmp_path / "a" / "job", "log"))
+    assert "tread_config: routing 50% of the tokens past blocks 1..1 (rows and columns)" in logs
+    split = video_config(tmp_path / "b", tiny_sanavideo, **opts)
     assert train_config(split, tmp_path / "b" / "job", stop_after=2).stopped
     edit_config(split, resume_from_checkpoint="latest")
     resumed = train_config(split, tmp_path / "b" / "job")

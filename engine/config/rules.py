@@ -312,9 +312,9 @@ def tread_fits_the_run(ctx: Context) -> Iterator[Issue]:
     cfg = ctx.bundle.train
     if cfg.tread_config is None:
         return
-    if cfg.family.video:
-        yield ctx.config("error", "tread_config", f"token routing is not built for {cfg.family.label} yet (its "
-                         "feed-forward convolves over frames, rows and columns); remove tread_config")
+    if cfg.crepa_enabled:
+        yield ctx.config("error", "tread_config", "token routing and CREPA are not combined yet (CREPA aligns a "
+                         "block's tokens, which routing thins out); turn one of them off")
     if cfg.dynamo_backend != "no":
         yield ctx.config("error", "tread_config", "token routing is not combined with torch.compile yet (the "
                          "routing hooks change the blocks' token counts); set dynamo_backend: no, or remove tread_config")

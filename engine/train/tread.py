@@ -10,10 +10,11 @@ the routed tokens come back as they entered, so the loss still covers every toke
 How the tokens are chosen follows the family's blocks:
 - SD3's joint attention sees tokens as a set (positions are added before the first block), so any
   subset may go on: a random subset, kept in order.
-- Sana's feed-forward convolves over the token grid, so what goes on must stay a grid: a random
-  set of rows and of columns, whose crossings go on as a smaller grid (height and width told to the
-  blocks of the span).
-Sana Video is refused for now (its grid is frames × rows × columns).
+- Sana's and Sana Video's feed-forward convolves over the token grid, so what goes on must stay a
+  grid: a random set of rows and of columns (of every frame), whose crossings go on as a smaller
+  grid. The blocks of the span are told its height and width, and get the matching rows of the
+  per-token inputs the transformer hands every block (Sana Video's rotary embedding, and its
+  per-token timesteps when training image-to-video).
 
 It is written as forward hooks, so diffusers' models run unchanged: a hook on the transformer
 draws the selection once per training forward (from the loop's generator, so a resume draws the
@@ -31,7 +32,11 @@ from typing import Any
 import torch
 from torch import nn
 
-GRID_FAMILIES = {"sana"}       # blocks that need height/width: route rows and columns
+# Where a block's arguments sit, positionally as the transformers call them (keywords otherwise).
+# Sana: (hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask, timestep, height, width)
+# Sana Video: (…, timestep, frames, height, width, rotary_emb)
+GRID_ARGS = {"sana": {"timestep": 4, "height": 5, "width": 6},
+             "sanavideo": {"timestep": 4, "height": 6, "width": 7, "rotary_emb": 8}}
 SET_FAMILIES = {"sd3"}         # blocks that see a set of tokens: route any subset
 
 
@@ -65,30 +70,31 @@ class TokenRouter:
     """Routes tokens of `model` (the diffusers transformer, possibly wrapped) past each route's blocks."""
 
     def __init__(self, model: nn.Module, family: str, tread_config: dict[str, Any], generator: torch.Generator):
-        if family not in GRID_FAMILIES | SET_FAMILIES:
+        if family not in GRID_ARGS.keys() | SET_FAMILIES:
             raise ValueError(f"config.json: tread_config: token routing is not built for {family} yet; remove "
                              "tread_config")
-        self.grid = family in GRID_FAMILIES
+        self.places = GRID_ARGS.get(family)   # None: SD3, a set of tokens
         self.generator = generator
         self.transformer = next(m for m in model.modules() if isinstance(getattr(m, "transformer_blocks", None),
                                                                           nn.ModuleList))
         blocks = self.transformer.transformer_blocks
         self.routes = routes_of(tread_config, len(blocks))
         self.active = False
-        self.grid_size: tuple[int, int] = (0, 0)   # the latent token grid of this forward (Sana)
-        self.chosen: dict[int, Any] = {}           # route start → the tokens (or rows, columns) going on
-        self.held: dict[int, torch.Tensor] = {}    # route start → all tokens, as they entered the route
+        self.grid: tuple[int, ...] = ()                        # this forward's token grid: (frames,) rows, columns
+        self.chosen: dict[int, torch.Tensor] = {}              # route start → the tokens going on (flat indices)
+        self.kept_grid: dict[int, tuple[int, int]] = {}        # route start → their rows and columns (grid families)
+        self.held: dict[int, torch.Tensor] = {}                # route start → all tokens, as they entered the route
         self.handles = [self.transformer.register_forward_pre_hook(self._draw, with_kwargs=True)]
         for route in self.routes:
             self.handles.append(blocks[route.start].register_forward_pre_hook(self._enter(route), with_kwargs=True))
-            if self.grid:   # the transformer tells every block its full grid: those after the first hear the smaller one
+            if self.places:   # the transformer hands every block the full grid: those after the first get the smaller
                 for index in range(route.start + 1, route.end + 1):
                     self.handles.append(blocks[index].register_forward_pre_hook(self._resize(route), with_kwargs=True))
             self.handles.append(blocks[route.end].register_forward_hook(self._leave(route), with_kwargs=True))
 
     def describe(self) -> str:
         spans = ", ".join(f"{r.ratio:.0%} of the tokens past blocks {r.start}..{r.end}" for r in self.routes)
-        return f"tread_config: routing {spans} ({'rows and columns' if self.grid else 'tokens'}), in training only"
+        return f"tread_config: routing {spans} ({'rows and columns' if self.places else 'tokens'}), in training only"
 
     def remove(self) -> None:
         for handle in self.handles:
@@ -102,21 +108,51 @@ class TokenRouter:
             return
         latents = args[0] if args else kwargs["hidden_states"]
         patch = self.transformer.config.patch_size
-        patch = patch[-1] if isinstance(patch, (tuple, list)) else patch
-        rows, cols = latents.shape[-2] // patch, latents.shape[-1] // patch
-        self.grid_size = (rows, cols)
+        patch = tuple(patch) if isinstance(patch, (tuple, list)) else (patch, patch)
+        self.grid = tuple(n // p for n, p in zip(latents.shape[-len(patch):], patch))
         device = latents.device
+        tokens = math.prod(self.grid)
         for route in self.routes:
             keep = 1.0 - route.ratio
-            if self.grid:
-                h, w = (max(1, round(n * math.sqrt(keep))) for n in (rows, cols))
-                self.chosen[route.start] = (self._subset(rows, h, device), self._subset(cols, w, device))
-            else:
-                self.chosen[route.start] = self._subset(rows * cols, max(1, round(rows * cols * keep)), device)
+            if not self.places:
+                self.chosen[route.start] = self._subset(tokens, max(1, round(tokens * keep)), device)
+                continue
+            rows, cols = self.grid[-2:]
+            h, w = (max(1, round(n * math.sqrt(keep))) for n in (rows, cols))
+            on_rows, on_cols = self._subset(rows, h, device), self._subset(cols, w, device)
+            frames = torch.arange(tokens // (rows * cols), device=device)
+            # The flat index of (frame, row, column), frame-major as the blocks unflatten them.
+            index = (frames[:, None, None] * rows + on_rows[None, :, None]) * cols + on_cols[None, None, :]
+            self.chosen[route.start], self.kept_grid[route.start] = index.flatten(), (h, w)
 
     def _subset(self, n: int, k: int, device: torch.device) -> torch.Tensor:
         """k of range(n), drawn at random and kept in order."""
         return torch.randperm(n, generator=self.generator)[:k].sort().values.to(device)
+
+    def _narrow(self, args: list, kwargs: dict, route: Route, tokens: int) -> None:
+        """A grid family's block arguments for the routed tokens: the smaller height and width, and the
+        chosen rows of every per-token input (rotary embedding, per-token timesteps)."""
+        chosen = self.chosen[route.start]
+        h, w = self.kept_grid[route.start]
+
+        def put(name: str, value: Any) -> None:
+            where = self.places[name]
+            if len(args) > where:
+                args[where] = value
+            else:
+                kwargs[name] = value
+
+        def get(name: str) -> Any:
+            where = self.places.get(name)
+            return args[where] if where is not None and len(args) > where else kwargs.get(name)
+
+        put("height", h)
+        put("width", w)
+        timestep = get("timestep")
+        if isinstance(timestep, torch.Tensor) and timestep.dim() == 3 and timestep.shape[1] == tokens:
+            put("timestep", timestep.index_select(1, chosen))
+        if "rotary_emb" in self.places and get("rotary_emb") is not None:
+            put("rotary_emb", tuple(part.index_select(1, chosen) for part in get("rotary_emb")))
 
     def _enter(self, route: Route):
         def hook(block: nn.Module, args: tuple, kwargs: dict):
@@ -125,35 +161,22 @@ class TokenRouter:
             args, kwargs = list(args), dict(kwargs)
             tokens = args[0] if args else kwargs["hidden_states"]
             self.held[route.start] = tokens
-            if self.grid:
-                rows_on, cols_on = self.chosen[route.start]
-                grid = tokens.unflatten(1, self.grid_size)
-                kept = grid.index_select(1, rows_on).index_select(2, cols_on).flatten(1, 2)
-                self._tell_grid(args, kwargs, route)
-            else:
-                kept = tokens.index_select(1, self.chosen[route.start])
+            kept = tokens.index_select(1, self.chosen[route.start])
             if args:
                 args[0] = kept
             else:
                 kwargs["hidden_states"] = kept
+            if self.places:
+                self._narrow(args, kwargs, route, tokens.shape[1])
             return tuple(args), kwargs
         return hook
-
-    def _tell_grid(self, args: list, kwargs: dict, route: Route) -> None:
-        """SanaTransformerBlock(hidden_states, attention_mask, encoder_hidden_states, encoder_attention_mask,
-        timestep, height, width): the routed grid's height and width, passed as the transformer passed them."""
-        rows_on, cols_on = self.chosen[route.start]
-        if len(args) >= 7:
-            args[5], args[6] = len(rows_on), len(cols_on)
-        else:
-            kwargs["height"], kwargs["width"] = len(rows_on), len(cols_on)
 
     def _resize(self, route: Route):
         def hook(block: nn.Module, args: tuple, kwargs: dict):
             if not self.active:
                 return None
             args, kwargs = list(args), dict(kwargs)
-            self._tell_grid(args, kwargs, route)
+            self._narrow(args, kwargs, route, self.held[route.start].shape[1])
             return tuple(args), kwargs
         return hook
 
@@ -163,14 +186,7 @@ class TokenRouter:
                 return None
             # SD3's blocks return (encoder_hidden_states, hidden_states); Sana's the hidden states.
             kept = output[1] if isinstance(output, tuple) else output
-            held = self.held[route.start]
-            if self.grid:
-                rows_on, cols_on = self.chosen[route.start]
-                grid = held.unflatten(1, self.grid_size).clone()
-                grid[:, rows_on[:, None], cols_on[None, :]] = kept.unflatten(1, (len(rows_on), len(cols_on)))
-                joined = grid.flatten(1, 2)
-            else:
-                joined = held.clone()
-                joined[:, self.chosen[route.start]] = kept
+            joined = self.held[route.start].clone()
+            joined[:, self.chosen[route.start]] = kept
             return (output[0], joined) if isinstance(output, tuple) else joined
         return hook
