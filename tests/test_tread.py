@@ -104,22 +104,28 @@ def test_route_indices_count_from_the_end_and_must_fit_the_model():
                               {"selection_ratio": 0.5, "start_layer_idx": 6, "end_layer_idx": 10}]}, 20)
 
 
+def routed_run_resumes_exactly(tmp_path, make_config) -> str:
+    """Train 4 routed steps straight, and again stopped at step 2 and resumed: the losses must agree.
+    Returns the straight run's log."""
+    straight = train_config(make_config(tmp_path / "a"), tmp_path / "a" / "job")
+    assert len(straight.losses) == 4 and all(math.isfinite(loss) for _, loss in straight.losses)
+    split = make_config(tmp_path / "b")
+    assert train_config(split, tmp_path / "b" / "job", stop_after=2).stopped
+    edit_config(split, resume_from_checkpoint="latest")
+    resumed = train_config(split, tmp_path / "b" / "job")
+    for (step, expected), (_, got) in zip(straight.losses[2:], resumed.losses, strict=True):
+        assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), f"step {step} differs after resume"
+    return "\n".join(e["message"] for e in events_of(tmp_path / "a" / "job", "log"))
+
+
 @pytest.mark.parametrize("family", ["sana", "sd3"])
 def test_a_routed_run_trains_and_resumes_exactly(tmp_path, tiny_sana, tiny_sd3, family):
     model = tiny_sana if family == "sana" else tiny_sd3
     extra = dict(model_family="sd3", model_type="lora", lora_type="standard", lora_rank=4,
                  mixed_precision="no", resolution=64) if family == "sd3" else {}
     opts = dict(max_train_steps=4, tread_config=ROUTE, optimizer="adamw", gradient_checkpointing=True, **extra)
-    straight = train_config(demo_config(tmp_path / "a", model, **opts), tmp_path / "a" / "job")
-    logs = [e["message"] for e in events_of(tmp_path / "a" / "job", "log")]
-    assert "tread_config: routing 50% of the tokens past blocks 1..1" in "\n".join(logs)
-    assert len(straight.losses) == 4 and all(math.isfinite(loss) for _, loss in straight.losses)
-    split = demo_config(tmp_path / "b", model, **opts)
-    assert train_config(split, tmp_path / "b" / "job", stop_after=2).stopped
-    edit_config(split, resume_from_checkpoint="latest")
-    resumed = train_config(split, tmp_path / "b" / "job")
-    for (step, expected), (_, got) in zip(straight.losses[2:], resumed.losses):
-        assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), f"step {step} differs after resume"
+    logs = routed_run_resumes_exactly(tmp_path, lambda tmp: demo_config(tmp, model, **opts))
+    assert "tread_config: routing 50% of the tokens past blocks 1..1" in logs
 
 
 @pytest.mark.parametrize("i2v", [False, True], ids=["text-to-video", "image-to-video"])
@@ -130,13 +136,5 @@ def test_a_routed_sana_video_run_trains_and_resumes_exactly(tmp_path, tiny_sanav
 
     opts = dict(max_train_steps=4, tread_config=ROUTE, checkpoint_step_interval=2, gradient_checkpointing=True,
                 video={"is_i2v": True} if i2v else None)
-    straight = train_config(video_config(tmp_path / "a", tiny_sanavideo, **opts), tmp_path / "a" / "job")
-    assert len(straight.losses) == 4 and all(math.isfinite(loss) for _, loss in straight.losses)
-    logs = "\n".join(e["message"] for e in events_of(tmp_path / "a" / "job", "log"))
+    logs = routed_run_resumes_exactly(tmp_path, lambda tmp: video_config(tmp, tiny_sanavideo, **opts))
     assert "tread_config: routing 50% of the tokens past blocks 1..1 (rows and columns)" in logs
-    split = video_config(tmp_path / "b", tiny_sanavideo, **opts)
-    assert train_config(split, tmp_path / "b" / "job", stop_after=2).stopped
-    edit_config(split, resume_from_checkpoint="latest")
-    resumed = train_config(split, tmp_path / "b" / "job")
-    for (step, expected), (_, got) in zip(straight.losses[2:], resumed.losses):
-        assert got == pytest.approx(expected, rel=1e-5, abs=1e-6), f"step {step} differs after resume"
