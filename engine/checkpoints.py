@@ -60,15 +60,17 @@ def complete(output_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def earlier_run(output_dir: Path, resume_from_checkpoint: str | None) -> str | None:
+CONTINUE_OR_MOVE = 'set "resume_from_checkpoint": "latest" to continue it, or choose a new output_dir'
+
+
+def earlier_run(output_dir: Path, resume_from_checkpoint: str | None, fix: str = CONTINUE_OR_MOVE) -> str | None:
     """Why a run may not start in output_dir: it holds an earlier run's checkpoints and this run
     does not continue it (a fresh run there would mix its checkpoints with the earlier ones, and
-    the rotation could delete the new ones). None when it may start."""
+    the rotation could delete the new ones), with `fix` in the caller's words. None when it may start."""
     found = complete(output_dir)
     if resume_from_checkpoint or not found:
         return None
-    return (f"{output_dir} already holds checkpoints of an earlier run (latest: {found[-1][1].name}); "
-            "set \"resume_from_checkpoint\": \"latest\" to continue it, or choose a new output_dir")
+    return f"{output_dir} already holds checkpoints of an earlier run (latest: {found[-1][1].name}); {fix}"
 
 
 def verify(folder: Path, hashes: bool = True) -> str | None:

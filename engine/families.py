@@ -137,22 +137,15 @@ def card(name: str) -> FamilyCard:
         raise KeyError(f"unknown model_family {name!r}; known: {', '.join(names())}") from None
 
 
-def of_model_folder(folder: str | Path) -> tuple[str | None, FamilyCard | None]:
-    """The pipeline class a local model folder's model_index.json names, and the family whose card
-    names it (None, None: no readable model_index.json; a name and None: a pipeline no card knows)."""
+def mismatch(card_: FamilyCard, folder: str | Path) -> str | None:
+    """Why `folder` cannot train as `card_`'s family: its model_index.json names another family's
+    pipeline (None too for a hub id, an unreadable index or a pipeline no card names)."""
     try:
         index = json.loads((Path(folder) / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None, None
+        return None
     named = index.get("_class_name") if isinstance(index, dict) else None
-    if not isinstance(named, str):
-        return None, None
-    return named, next((c for c in _CARDS.values() if c.pipeline == named), None)
-
-
-def mismatch(card_: FamilyCard, folder: str | Path) -> str | None:
-    """Why `folder` cannot train as `card_`'s family: its model_index.json names another family's pipeline."""
-    named, owner = of_model_folder(folder)
+    owner = next((c for c in _CARDS.values() if c.pipeline and c.pipeline == named), None)
     if owner is None or owner.name == card_.name:
         return None
     return (f"{folder} holds a {named} ({owner.label}, model_family {owner.name!r}), not a {card_.label} model; "

@@ -113,8 +113,7 @@ class HubPush:
         self.output_dir = output_dir
         self.events = events
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-push")
-        self.pending: list[tuple[str, Future]] = []
-        self.folders: dict[Future, Path] = {}
+        self.pending: list[tuple[str, Future, Path]] = []   # what, its upload, the folder it reads
         self.off = False
         reason = why_not_now()
         if reason:
@@ -123,13 +122,11 @@ class HubPush:
     def upload(self, folder: Path, path_in_repo: str, what: str) -> None:
         """Queue `folder` for upload into `path_in_repo` of the repo (returns at once)."""
         if not self.off:
-            future = self.pool.submit(self._upload, folder, path_in_repo, what)
-            self.pending.append((what, future))
-            self.folders[future] = folder
+            self.pending.append((what, self.pool.submit(self._upload, folder, path_in_repo, what), folder))
 
     def in_flight(self) -> set[Path]:
         """The folders queued or being uploaded: checkpoint rotation must leave them be until they are done."""
-        return {folder for future, folder in self.folders.items() if not future.done()}
+        return {folder for _what, future, folder in self.pending if not future.done()}
 
     def upload_exports(self, step: int, ema: bool) -> None:
         """Queue the final export: pipeline/ to the repo's root, pipeline-ema/ (when trained with EMA) into ema/."""
@@ -142,7 +139,7 @@ class HubPush:
         if self.pending:
             self.events.emit("status", phase="saving", message=f"uploading to the Hub repo {self.repo}")
         started = time.monotonic()
-        for what, future in self.pending:
+        for what, future, _folder in self.pending:
             while True:
                 try:
                     future.result(timeout=STILL_UPLOADING_EVERY_S)
@@ -155,7 +152,7 @@ class HubPush:
 
     def close(self) -> None:
         """Wait for the upload that is running; the queued ones are dropped, and the warning says how to push them."""
-        dropped = [what for what, future in self.pending if future.cancel()]
+        dropped = [what for what, future, _folder in self.pending if future.cancel()]
         self.pool.shutdown(wait=True)
         if dropped and not self.off:
             self._give_up(f"the run ended before {', '.join(dropped)} went up")

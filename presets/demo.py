@@ -69,7 +69,8 @@ def write_demo_config(folder: Path, steps: int | None = None, *, model_dir: Path
     if steps is not None:
         config["max_train_steps"] = steps
     config.update(overrides)
-    library = demo_validation()[1] if config["validation_prompt"] == demo_validation()[0] else dict(DEMO_PROMPTS)
+    prompt, others = demo_validation()
+    library = others if config["validation_prompt"] == prompt else dict(DEMO_PROMPTS)
     (config_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     (config_dir / "multidatabackend.json").write_text(json.dumps(datasets, indent=2) + "\n")
     (config_dir / "user_prompt_library.json").write_text(json.dumps(library, indent=2) + "\n")

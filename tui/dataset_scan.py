@@ -40,6 +40,7 @@ class ScanReport:
     warnings: list[str] = field(default_factory=list)
     suggested_repeats: int | None = None
     dropped: int = 0                                       # samples per epoch no full batch takes
+    left_out: str = ""                                     # the warning that says so (also in warnings)
 
 
 def has_caption(path: Path, strategy: str, instance_prompt: str | None) -> bool:
@@ -161,10 +162,11 @@ def _say_dropped(report: ScanReport, repeats: int, batch: int) -> None:
     if report.dropped:
         where = ", ".join(f"{w}×{h}: {n}" for (w, h), n in sorted(left.items()) if n)
         square = ", crop to square (one bucket)" if len(report.buckets) > 1 else ""
-        report.warnings.append(
+        report.left_out = (
             f"{report.dropped} of {report.usable * (repeats + 1)} samples per epoch are left out, since buckets fill "
             f"only whole batches of {batch} ({where} left over): add or remove images{square}, change repeats, or "
             "pick a batch size the buckets divide into")
+        report.warnings.append(report.left_out)
 
 
 def scan_issues(datasets: list[dict[str, Any]], config: dict[str, Any], processes: int,
@@ -184,8 +186,7 @@ def scan_issues(datasets: list[dict[str, Any]], config: dict[str, Any], processe
             continue
         for level, messages in (("error", report.errors), ("warning", report.warnings)):
             for message in messages:
-                batchwise = (level == "error" and report.suggested_repeats is not None) or (
-                    level == "warning" and report.dropped and "samples per epoch are left out" in message)
+                batchwise = (level == "error" and report.suggested_repeats is not None) or message == report.left_out
                 found.append(Issue(level, DATABACKEND, f"{owner}.{'repeats' if batchwise else 'instance_data_dir'}",
                                    message))
     return found

@@ -12,8 +12,8 @@ import os
 import random
 import shutil
 import time
-from pathlib import Path
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 import numpy as np

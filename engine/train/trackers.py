@@ -247,19 +247,19 @@ class Wandb:
                     settings=wandb.Settings(console="off", silent=True, init_timeout=WANDB_INIT_TIMEOUT_S))
         chosen = os.environ.get("WANDB_MODE")
         try:
-            self.run = wandb.init(**args)
+            self.run, offline_because = wandb.init(**args), None
         except wandb.errors.Error as exc:
             if chosen:  # the user asked for this mode: no quiet fallback to another
                 raise
             # Not logged in, or the server is out of reach: keep the run on disk to sync later.
-            self.run = wandb.init(mode="offline", **args)
-            id_file.write_text(self.run.id + "\n")
+            self.run, offline_because = wandb.init(mode="offline", **args), exc
+        id_file.write_text(self.run.id + "\n")
+        if offline_because is not None:
             folder = Path(self.run.dir).parent
             events.emit("log", level="warning",
-                        message=f"report_to wandb: cannot log online ({_first_line(exc)}); the run is kept offline "
-                                f"in {folder}; upload it later with `wandb sync {folder}` (after `wandb login`)")
+                        message=f"report_to wandb: cannot log online ({_first_line(offline_because)}); the run is kept "
+                                f"offline in {folder}; upload it later with `wandb sync {folder}` (after `wandb login`)")
             return
-        id_file.write_text(self.run.id + "\n")
         where = "offline, in " + str(Path(self.run.dir).parent) if self.run.settings.mode == "offline" else self.run.url
         events.emit("log", level="info", message=f"wandb run {self.run.name}" + (" (continued)" if earlier else "")
                     + f": {where}")

@@ -84,21 +84,17 @@ class TokenRouter:
         self.chosen: dict[int, torch.Tensor] = {}              # route start → the tokens going on (flat indices)
         self.kept_grid: dict[int, tuple[int, int]] = {}        # route start → their rows and columns (grid families)
         self.held: dict[int, torch.Tensor] = {}                # route start → all tokens, as they entered the route
-        self.handles = [self.transformer.register_forward_pre_hook(self._draw, with_kwargs=True)]
+        self.transformer.register_forward_pre_hook(self._draw, with_kwargs=True)
         for route in self.routes:
-            self.handles.append(blocks[route.start].register_forward_pre_hook(self._enter(route), with_kwargs=True))
+            blocks[route.start].register_forward_pre_hook(self._enter(route), with_kwargs=True)
             if self.places:   # the transformer hands every block the full grid: those after the first get the smaller
                 for index in range(route.start + 1, route.end + 1):
-                    self.handles.append(blocks[index].register_forward_pre_hook(self._resize(route), with_kwargs=True))
-            self.handles.append(blocks[route.end].register_forward_hook(self._leave(route), with_kwargs=True))
+                    blocks[index].register_forward_pre_hook(self._resize(route), with_kwargs=True)
+            blocks[route.end].register_forward_hook(self._leave(route), with_kwargs=True)
 
     def describe(self) -> str:
         spans = ", ".join(f"{r.ratio:.0%} of the tokens past blocks {r.start}..{r.end}" for r in self.routes)
         return f"tread_config: routing {spans} ({'rows and columns' if self.places else 'tokens'}), in training only"
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
 
     # --- hooks ---------------------------------------------------------------------------------
     def _draw(self, module: nn.Module, args: tuple, kwargs: dict) -> None:

@@ -100,24 +100,24 @@ class ReviewStep(StepScreen):
         scanned = scan_issues(self.state.pixel_datasets(), self.state.config, self.state.processes(), issues)
         if any(i.level == "error" for i in scanned):
             bundle = None
-        issues = [i for i in issues + scanned if i.level == "error"] + [i for i in issues + scanned if i.level != "error"]
-        self.post_message(self.Checked(bundle, issues))
+        self.post_message(self.Checked(bundle, sorted(issues + scanned, key=lambda i: i.level != "error")))
 
     @on(Checked)
     async def checked(self, message: Checked) -> None:
         self.bundle, self.issues = message.bundle, message.issues
+        errors = [i for i in message.issues if i.level == "error"]
         # An opened folder's problem no field fixes is settled once the check stops finding it.
-        live = {(i.file, i.key) for i in message.issues if i.level == "error"}
+        live = {(i.file, i.key) for i in errors}
         self.state.found = [i for i in self.state.found
                             if field_place(i.file, i.key) is not None or (i.file, i.key) in live]
         # Each error a field fixes is marked there when the user goes back to its step.
-        self.state.found += [i for i in message.issues if i.level == "error" and field_place(i.file, i.key) is not None
-                             and (i.file, i.key, i.message) not in {(f.file, f.key, f.message) for f in self.state.found}]
+        known = {(f.file, f.key, f.message) for f in self.state.found}
+        self.state.found += [i for i in errors if field_place(i.file, i.key) is not None
+                             and (i.file, i.key, i.message) not in known]
         loose = [LooseKey(i.key, self.state.config[i.key], i.level, i.message) for i in message.issues
                  if i.file == CONFIG and i.key in self.state.config and field_place(CONFIG, i.key) is None]
         renamable = {k for k in TrainConfig.model_fields if k not in self.state.config}
         await self.query_one(LooseKeys).show(loose, renamable)
-        errors = [i for i in message.issues if i.level == "error"]
         text = Text()
         if errors:
             text.append(f"✗ {len(errors)} error(s) — fix them before submitting\n", style="bold red")

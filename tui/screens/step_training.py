@@ -116,9 +116,9 @@ class TrainingStep(StepScreen):
                 problems.append(Problem("output_dir", unusable))
             else:
                 values["output_dir"] = str(Path(values["output_dir"]).expanduser().absolute())
-                earlier = checkpoints.earlier_run(Path(values["output_dir"]), values.get("resume_from_checkpoint"))
+                earlier = checkpoints.earlier_run(
+                    Path(values["output_dir"]), values.get("resume_from_checkpoint"),
+                    fix='type latest in "continue from checkpoint" to continue it, or choose a new output folder')
                 if earlier:
-                    problems.append(Problem("output_dir", earlier.replace(
-                        'set "resume_from_checkpoint": "latest"', 'type latest in "continue from checkpoint"')
-                        .replace("new output_dir", "new output folder")))
+                    problems.append(Problem("output_dir", earlier))
         return problems + save_config_keys(self.state, values, commit=not problems)
