@@ -54,7 +54,8 @@ def test_both_emas_match_the_textbook_update(background):
 def test_the_cpu_fold_runs_beside_the_step_and_state_waits_for_it(monkeypatch):
     model = _model()
     ema = EMA(model, decay=0.5, device="cpu")
-    assert ema.background
+    assert not ema.background  # weights on the CPU fold inline, on the step's own cores
+    ema.background = True      # the path a CPU EMA of GPU weights takes
     started = []
     fold = EMA._fold
 
