@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 CONSTRAINTS ?= constraints-cpu.txt
 PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 
-.PHONY: venv demo test bench faults clean
+.PHONY: venv demo test bench realsize realsize-smoke faults clean
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,14 @@ test: venv
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/step_speed.py
 	HF_HUB_OFFLINE=1 $(BIN)/python bench/cache_compress.py
+
+# Every GPU preset on its published architecture against a bare loop (bench/realsize.py): on a GPU,
+# the real sizes; `realsize-smoke` runs the same on the CPU at one block of real width (CI, ~10 min).
+realsize: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/realsize.py
+
+realsize-smoke: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/realsize.py --cpu
 
 # The fault suite (kill -9s, a truncated checkpoint, a full disk, a frozen engine): a few minutes, alone.
 faults: venv

@@ -37,27 +37,9 @@ from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from shapes import random_transformer, transformer_config  # noqa: E402 - bench/ is on the path
+
 GIB = 1024 ** 3
-# Real shapes of the checkpoints the presets train (transformer/config.json of each).
-SHAPES = {
-    "sd3.5-large": ("stabilityai/stable-diffusion-3.5-large", "SD3Transformer2DModel", dict(
-        attention_head_dim=64, caption_projection_dim=2432, in_channels=16, joint_attention_dim=4096,
-        num_attention_heads=38, num_layers=38, out_channels=16, patch_size=2, pooled_projection_dim=2048,
-        pos_embed_max_size=192, qk_norm="rms_norm", sample_size=128)),
-    "sd3.5-medium": ("stabilityai/stable-diffusion-3.5-medium", "SD3Transformer2DModel", dict(
-        attention_head_dim=64, caption_projection_dim=1536, dual_attention_layers=list(range(13)), in_channels=16,
-        joint_attention_dim=4096, num_attention_heads=24, num_layers=24, out_channels=16, patch_size=2,
-        pooled_projection_dim=2048, pos_embed_max_size=384, qk_norm="rms_norm", sample_size=128)),
-    "sana-1.6b": ("terminusresearch/sana-1.6b-1024px", "SanaTransformer2DModel", dict(
-        attention_head_dim=32, caption_channels=2304, cross_attention_dim=2240, cross_attention_head_dim=112,
-        in_channels=32, mlp_ratio=2.5, num_attention_heads=70, num_cross_attention_heads=20, num_layers=20,
-        out_channels=32, patch_size=1, sample_size=32, norm_elementwise_affine=False, norm_eps=1e-6)),
-    "sanavideo-2b": ("Efficient-Large-Model/SANA-Video_2B_480p_diffusers", "SanaVideoTransformer3DModel", dict(
-        in_channels=16, out_channels=16, num_attention_heads=20, attention_head_dim=112, num_layers=20,
-        num_cross_attention_heads=20, cross_attention_head_dim=112, cross_attention_dim=2240, caption_channels=2304,
-        mlp_ratio=3.0, attention_bias=False, sample_size=30, patch_size=(1, 2, 2), norm_elementwise_affine=False,
-        norm_eps=1e-6, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024)),
-}
 CHECKS: dict[str, Callable[[argparse.Namespace], tuple[bool | None, str]]] = {}
 
 
@@ -68,38 +50,10 @@ def check(fn: Callable[[argparse.Namespace], tuple[bool | None, str]]):
 
 # --- models ----------------------------------------------------------------------------------------
 
-def shape_config(key: str) -> tuple[type, dict]:
-    """(transformer class, config): the cached checkpoint's config.json when there, else SHAPES'."""
-    import json
-
-    import diffusers
-    from huggingface_hub import try_to_load_from_cache
-
-    repo, cls_name, config = SHAPES[key]
-    cached = try_to_load_from_cache(repo, "transformer/config.json")
-    if isinstance(cached, str):
-        config = {k: v for k, v in json.loads(Path(cached).read_text()).items() if not k.startswith("_")}
-    return getattr(diffusers, cls_name), config
-
-
 def random_folder(key: str, work: Path) -> Path:
     """A folder with transformer/ holding random bf16 weights of `key`'s shape (made once, reused)."""
-    import torch
-    from accelerate import init_empty_weights
-    from accelerate.utils import set_module_tensor_to_device
-
-    folder = work / key
-    if (folder / "transformer" / "config.json").is_file():
-        return folder
-    cls, config = shape_config(key)
-    with init_empty_weights():
-        model = cls.from_config(config)
-    for name, param in list(model.named_parameters()):
-        # drawn on the GPU one tensor at a time (seconds instead of minutes for 8B weights), kept in RAM as bf16
-        value = (torch.randn(param.shape, device="cuda", dtype=torch.bfloat16) * 0.02).cpu()
-        set_module_tensor_to_device(model, name, "cpu", value=value)
-    model.save_pretrained(folder / "transformer", max_shard_size="5GB")
-    return folder
+    random_transformer(key, work / key / "transformer")
+    return work / key
 
 
 def _cfg(**values):
@@ -323,7 +277,7 @@ def sana_full_step_profile(args) -> tuple[bool | None, str]:
     from tuner.engine.train.ema import EMA
     from tuner.engine.train.optim import make_optimizer
 
-    cls, config = shape_config("sana-1.6b")
+    cls, config = transformer_config("sana-1.6b")
     torch.manual_seed(0)
     with torch.device("cuda"):
         model = cls.from_config(config).to(torch.bfloat16)
@@ -431,7 +385,7 @@ def estimator_vs_measured(args) -> tuple[bool | None, str]:
         _reset()
         try:
             cfg = _cfg(**{k: v for k, v in config.items() if k != "num_frames"})
-            cls, _ = shape_config(key)
+            cls, _ = transformer_config(key)
             family = _family(preset.model_family, "cuda")
             model = load_denoiser(cls, str(random_folder(key, args.work)), torch.bfloat16, family.device, cfg)
             model = trainable.prepare(model, cfg, family)
