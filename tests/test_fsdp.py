@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tuner.engine.config import load_bundle
 from tuner.engine.events import EventWriter
+from tuner.engine.models import common
 from tuner.engine.train import loop, sharding
 from tuner.engine.train.control import Control
 
@@ -33,6 +34,16 @@ def recording_shard(model, cfg, device):  # what this process holds once sharded
 
 
 sharding.shard = recording_shard
+read = common.load_component
+
+
+def counting_load(cls, source, subfolder, method="from_pretrained", **kwargs):  # reads of the trained weights
+    seen["weights_read"] += subfolder == "transformer" and method == "from_pretrained"
+    return read(cls, source, subfolder, method, **kwargs)
+
+
+common.load_component = counting_load
+seen["weights_read"] = 0
 rank = os.environ["RANK"]
 result = loop.train(load_bundle(config_dir), events=EventWriter(out / f"events-{rank}.jsonl"),
                     control=Control(out / "control"), preview_dir=out / "previews",
@@ -135,6 +146,36 @@ def test_a_checkpoint_of_two_processes_resumes_on_three(straight, tmp_path, tiny
     for export in ("pipeline", "pipeline-ema"):
         ours, saved = weights(tmp_path / "output", export), weights(tmp / "output", export)
         assert ours.keys() == saved.keys() and all(torch.equal(ours[k], saved[k]) for k in saved), export
+
+
+@pytest.mark.slow
+def test_with_ram_efficient_loading_only_the_main_process_reads_the_weights(straight, tmp_path, tiny_sana):
+    """fsdp_cpu_ram_efficient_loading: the other process starts empty, receives its shards, and the
+    run trains exactly what the ordinary sharded run trains."""
+    tmp, seen = straight
+    efficient = run_sharded(tmp_path, sharded_config(tmp_path, tiny_sana, fsdp_cpu_ram_efficient_loading=True))
+    assert efficient["1"]["weights_read"] == 0 and efficient["0"]["weights_read"] >= 1
+    assert efficient["1"]["held"] == seen["1"]["held"]
+    assert efficient["0"]["losses"] == seen["0"]["losses"]
+    for export in ("pipeline", "pipeline-ema"):
+        ours, straight_weights = weights(tmp_path / "output", export), weights(tmp / "output", export)
+        assert all(torch.equal(ours[k], straight_weights[k]) for k in straight_weights), export
+
+
+@pytest.mark.slow
+def test_ram_efficient_loading_keeps_the_buffers_sana_video_computes(tmp_path, tiny_sanavideo):
+    """Sana Video's rotary tables are buffers built at construction and never saved: the processes
+    that start empty keep them, so the run trains as the ordinary sharded one does."""
+    from video_fixtures import video_config
+
+    runs = {}
+    for efficient in (False, True):
+        tmp = tmp_path / str(efficient)
+        config = video_config(tmp, tiny_sanavideo, fsdp_enable=True, train_batch_size=1, max_train_steps=3,
+                              fsdp_cpu_ram_efficient_loading=efficient)
+        runs[efficient] = run_sharded(tmp, config)
+    assert runs[True]["1"]["weights_read"] == 0
+    assert runs[True]["0"]["losses"] == runs[False]["0"]["losses"]
 
 
 def test_a_sharded_checkpoint_is_not_resumed_unsharded(tmp_path):

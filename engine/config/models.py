@@ -200,7 +200,8 @@ class TrainConfig(BaseModel):
         "SHARDED_STATE_DICT", description="Checkpoints hold the sharded state (loadable on any process count); "
         "FULL_STATE_DICT is accepted and warned about. The export is always a full diffusers folder.")
     fsdp_cpu_ram_efficient_loading: bool = Field(
-        False, description="Accepted and warned about: every process loads the weights into RAM before sharding.")
+        False, description="Under fsdp_enable, only the main process reads the base weights; the others start "
+        "empty and receive their shards from it (one copy in RAM instead of one per process).")
 
     # --- EMA ---------------------------------------------------------------------------------
     use_ema: bool = Field(False, description="Keep an exponential moving average of the weights.")

@@ -346,8 +346,6 @@ NOT_ACTING_YET = {
                                 "lower validation_resolution (or validation_num_video_frames)",
     "fsdp_state_dict_type": "FULL_STATE_DICT is not offered: checkpoints hold the sharded state, which loads on "
                             "any number of processes, and the final export is a full diffusers folder anyway",
-    "fsdp_cpu_ram_efficient_loading": "not supported yet: every process loads the base weights into RAM before "
-                                      "sharding; give the machine RAM for one copy per process",
 }
 DATASET_NOT_ACTING_YET = {
     "write_batch_size": "ignored: each cache entry is written as its own file",

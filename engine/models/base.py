@@ -40,8 +40,9 @@ class ModelFamily(Protocol):
     def unload_text_encoders(self) -> None:
         """Free the text encoders once every prompt is cached (they are reloaded for validation of new prompts)."""
     def load_vae(self) -> None: ...
-    def load_transformer(self) -> torch.nn.Module:
-        """Load the denoiser in the training dtype; it is the module the loop trains."""
+    def load_transformer(self, empty: bool = False) -> torch.nn.Module:
+        """Load the denoiser in the training dtype; it is the module the loop trains (`empty`: weights on
+        the meta device, nothing read: load_denoiser)."""
     def fingerprint(self) -> str:
         """A short string that changes when the weights or the encoding settings change (cache keys)."""
 

@@ -210,8 +210,11 @@ def load_frozen(cls: type, source: str, subfolder: str | None, dtype: torch.dtyp
 
 
 def load_denoiser(cls: type, source: str, dtype: torch.dtype, device: torch.device,
-                  cfg: TrainConfig) -> torch.nn.Module:
+                  cfg: TrainConfig, empty: bool = False) -> torch.nn.Module:
     """The transformer to train: in `dtype`, train mode, with (interval) gradient checkpointing as configured.
+
+    `empty` builds it from its config with weights on the meta device and nothing read or moved
+    (buffers are computed as usual): FSDP's processes that receive their shards from the main one.
 
     A base that an adapter trains on (model_type lora) with a quantised base_model_precision
     arrives on `device` quantised: loaded quantised by diffusers (nf4 on CUDA, quantize_via:
@@ -224,12 +227,18 @@ def load_denoiser(cls: type, source: str, dtype: torch.dtype, device: torch.devi
     kwargs: dict[str, Any] = {}
     if quantize.is_quantised(precision) and torch.device(device).type == "cuda":
         kwargs = quantize.load_kwargs(precision, cfg.quantize_via, device, dtype, keep=full_precision_layers(cls, source))
-    model = load_component(cls, source, "transformer", torch_dtype=dtype, **kwargs)
+    if empty:
+        from accelerate import init_empty_weights
+
+        with init_empty_weights():
+            model = cls.from_config(load_component(cls, source, "transformer", method="load_config")).to(dtype)
+    else:
+        model = load_component(cls, source, "transformer", torch_dtype=dtype, **kwargs)
     if cfg.gradient_checkpointing or (cfg.fsdp_enable and cfg.fsdp_activation_checkpointing):  # SimpleTuner's FSDP name
         checkpoint_blocks(model, model.transformer_blocks, cfg.gradient_checkpointing_interval)
     if quantize.is_quantised(precision):
         model = quantize.quantize_model(model, precision, device=device, via=cfg.quantize_via)
-    return model.to(device).train()
+    return model.train() if empty else model.to(device).train()
 
 
 def full_precision_layers(cls: type, source: str) -> list[str]:

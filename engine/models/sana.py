@@ -106,11 +106,11 @@ class SanaFamily:
 
         self.vae = load_frozen(AutoencoderDC, self.vae_source, self.vae_subfolder, torch.float32, self.device)
 
-    def load_transformer(self) -> torch.nn.Module:
+    def load_transformer(self, empty: bool = False) -> torch.nn.Module:
         """The denoiser in weight_dtype, in train mode, with gradient checkpointing as configured."""
         from diffusers import SanaTransformer2DModel
 
-        return load_denoiser(SanaTransformer2DModel, self.source, self.weight_dtype, self.device, self.cfg)
+        return load_denoiser(SanaTransformer2DModel, self.source, self.weight_dtype, self.device, self.cfg, empty)
 
     def fingerprint(self) -> str:
         """Changes with the model's identity files or the prompt-encoding settings."""

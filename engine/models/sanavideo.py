@@ -111,13 +111,13 @@ class SanaVideoFamily(SanaFamily):
 
         self.vae = load_frozen(AutoencoderKLWan, self.vae_source, self.vae_subfolder, self.vae_dtype, self.device)
 
-    def load_transformer(self) -> torch.nn.Module:
+    def load_transformer(self, empty: bool = False) -> torch.nn.Module:
         """The denoiser in weight_dtype, train mode, with checkpointing as configured.
 
         Never under group offload, which cannot train (offload.py); `tuner check` says so."""
         from diffusers import SanaVideoTransformer3DModel
 
-        return load_denoiser(SanaVideoTransformer3DModel, self.source, self.weight_dtype, self.device, self.cfg)
+        return load_denoiser(SanaVideoTransformer3DModel, self.source, self.weight_dtype, self.device, self.cfg, empty)
 
     def fingerprint(self) -> str:
         """Sana's fingerprint plus the VAE dtype, which changes the cached latents."""

@@ -103,11 +103,11 @@ class SD3Family:
 
         self.vae = load_frozen(AutoencoderKL, self.vae_source, self.vae_subfolder, torch.float32, self.device)
 
-    def load_transformer(self) -> torch.nn.Module:
+    def load_transformer(self, empty: bool = False) -> torch.nn.Module:
         """The MMDiT in weight_dtype, in train mode, with gradient checkpointing as configured."""
         from diffusers import SD3Transformer2DModel
 
-        return load_denoiser(SD3Transformer2DModel, self.source, self.weight_dtype, self.device, self.cfg)
+        return load_denoiser(SD3Transformer2DModel, self.source, self.weight_dtype, self.device, self.cfg, empty)
 
     def fingerprint(self) -> str:
         """Changes with the model's identity files or the prompt-encoding settings."""

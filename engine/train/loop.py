@@ -113,11 +113,20 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
     validator = Validator(cfg, family, library, data.text_for, output_dir=output_dir,
                           preview_dir=preview_dir, events=events)
 
-    model = trainable.prepare(family.load_transformer(), cfg, family)
+    def load_model(empty: bool = False) -> torch.nn.Module:
+        return trainable.prepare(family.load_transformer(empty), cfg, family)
+
     # FSDP2 (fsdp_enable, several processes): each process keeps its shards of the model from here on.
     sharded = sharding.enabled(cfg, accelerator.num_processes)
+    if sharded and cfg.fsdp_cpu_ram_efficient_loading:
+        model = sharding.shard_from_main(load_model, cfg, accelerator.device)
+        events.emit("log", level="info", message="fsdp_cpu_ram_efficient_loading: only the main process read the "
+                    "base weights; it sent every other process its shards")
+    else:
+        model = load_model()
+        if sharded:
+            model = sharding.shard(model, cfg, accelerator.device)
     if sharded:
-        model = sharding.shard(model, cfg, accelerator.device)
         events.emit("log", level="info", message=sharding.describe(model, accelerator.num_processes))
     elif cfg.fsdp_enable:
         events.emit("log", level="warning", message="fsdp_enable: one process has nothing to shard, so it trains "

@@ -6,6 +6,9 @@ weights, gradients, optimizer state and EMA; a block's weights are gathered for 
 backward only. Called directly rather than through accelerate's FSDP plugin, which engages on
 CUDA launches only: this way the same code shards on GPUs (NCCL) and on CPU processes (gloo).
 
+With fsdp_cpu_ram_efficient_loading only the main process reads the base weights; the others
+start from an empty model and receive their shards from it (shard_from_main).
+
 Checkpoints hold the sharded state in torch's distributed checkpoint format (`sharded/`), which
 loads on any number of processes; the export gathers the full weights on the main process into
 an ordinary diffusers folder. Validation runs on the main process on such a gathered copy.
@@ -13,7 +16,7 @@ an ordinary diffusers folder. Validation runs on the main process on such a gath
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,30 @@ def shard(model: nn.Module, cfg: Any, device: torch.device) -> nn.Module:
     for block in blocks:
         fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard)
     fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard)
+    return model
+
+
+def shard_from_main(load: Callable[[bool], nn.Module], cfg: Any, device: torch.device) -> nn.Module:
+    """fsdp_cpu_ram_efficient_loading: only the main process reads the base weights (`load(False)`);
+    the others build the model empty (`load(True)`: weights on the meta device), and once sharded
+    each receives its own shards from the main process. A machine then holds one copy of the
+    weights in RAM instead of one per process."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    main = dist.get_rank() == 0
+    model = load(not main)
+    full = model.state_dict() if main else {}
+    # Buffers are computed at construction on every process (Sana Video's rotary tables are not
+    # even saved): kept across to_empty, which leaves every tensor uninitialised.
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    shard(model, cfg, device)
+    if not main:
+        model.to_empty(device=device)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
     return model
 
 
