@@ -203,7 +203,9 @@ def warnings_for(tmp_path: Path, config: dict, datasets: list | None = None) -> 
 
 def test_simpletuner_only_keys_are_warnings(tmp_path: Path) -> None:
     found = warnings_for(tmp_path, {**GOOD_CONFIG, "--snr_gamma": "5", "--validation_steps": "50",
-                                    "--fuse_qkv_projections": "true"})
+                                    "--fuse_qkv_projections": "true", "--deepspeed_config": "ds.json"})
+    assert found["deepspeed_config"].startswith("not supported, ignored: tuner does not run DeepSpeed; for sharded "
+                                                "full-rank training set fsdp_enable: true")
     assert found["snr_gamma"] == "not supported, ignored (a SimpleTuner option tuner does not implement)"
     assert found["fuse_qkv_projections"].startswith("not supported, ignored: diffusers fuses Q, K and V")
     assert "checkpoint_step_interval" not in found and "validation_step_interval" in found["validation_steps"]

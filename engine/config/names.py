@@ -174,6 +174,9 @@ INSTEAD: dict[str, str] = {
     "dynamo_cache_export": "compiled graphs are not exported; remove it (each run compiles on its first step)",
     "dynamo_hub_repo_id": "compiled graphs are not shared through the Hub; remove it",
     "dynamo_wrapper": "tuner compiles with torch.compile itself; remove it (dynamo_backend chooses the backend)",
+    "deepspeed_config": "tuner does not run DeepSpeed; for sharded full-rank training set fsdp_enable: true "
+                        "(FSDP2 shards the weights, gradients and optimizer state over the processes, as ZeRO-3 "
+                        "does) and launch several processes (--num-processes); adapters train with DDP",
 }
 
 # Keys SimpleTuner reads from a multidatabackend.json entry (from its dataloader documentation);
