@@ -47,7 +47,6 @@ PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), 
                     ("A100", 312.0), ("L40S", 362.1), ("RTX 4090", 165.2), ("RTX 3090", 71.0))
 # What the CPU cannot run, and what --cpu trains instead (named in the row's note).
 CPU_SWAPS = {"mixed_precision": {"bf16": "no"},  # bf16 matmuls crawl on CPUs without AMX (30 s a step)
-             "base_model_precision": {"nf4-bnb": "int8-quanto"},
              "optimizer": {"adamw_bf16": "optimi-adamw"}}  # adamw_bf16 trains bf16 weights only
 
 
