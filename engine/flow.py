@@ -34,11 +34,11 @@ def schedule_shift(latents: torch.Tensor, patch_area: int, *, shift: float, auto
 
 def sample_sigmas(batch: int, generator: torch.Generator, *, uniform: bool = False,
                   sigmoid_scale: float = 1.0, shift: float = 1.0) -> torch.Tensor:
-    """Draw one training noise level per sample: logit-normal by default, or uniform."""
+    """Draw one training noise level per sample: logit-normal by default, or uniform; on the generator's device."""
     if uniform:
-        sigmas = torch.rand(batch, generator=generator)
+        sigmas = torch.rand(batch, generator=generator, device=generator.device)
     else:
-        sigmas = torch.sigmoid(torch.randn(batch, generator=generator) * sigmoid_scale)
+        sigmas = torch.sigmoid(torch.randn(batch, generator=generator, device=generator.device) * sigmoid_scale)
     # Keep clear of exact 0/1, where the target is degenerate.
     return shift_sigmas(sigmas, shift).clamp(1e-4, 1 - 1e-4)
 

@@ -109,7 +109,7 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
         extra_prompts=all_prompt_texts(cfg, library),
     )
     family.unload_text_encoders()
-    empty_text = data.text_for([""])[0]
+    empty_text = {k: v.to(accelerator.device) for k, v in data.text_for([""])[0].items()}  # caption dropout's
     validator = Validator(cfg, family, library, data.text_for, output_dir=output_dir,
                           preview_dir=preview_dir, events=events)
 
@@ -232,25 +232,28 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
             step_loss = torch.zeros((), device=accelerator.device)
             for micro in range(accum):
                 batch = data.next_batch()
-                latents = batch.latents.to(accelerator.device)
-                text = {k: v.to(accelerator.device) for k, v in batch.text.items()}
+                latents = _to_device(batch.latents, accelerator.device)
+                text = {k: _to_device(v, accelerator.device) for k, v in batch.text.items()}
                 if dropout:
                     drop = torch.rand(len(batch.captions), generator=generator) < dropout
                     if drop.any():
-                        text = _drop_captions(text, empty_text, drop, accelerator.device)
+                        text = _drop_captions(text, empty_text, _to_device(drop, accelerator.device))
+                # Noise and noise levels are drawn where they are used (noise_generator), so nothing
+                # but the cached batch crosses to a GPU, and that without waiting (pinned, non-blocking).
                 noise = torch.randn(latents.shape, generator=noise_generator, device=accelerator.device)
-                sigmas = flow.sample_sigmas(latents.shape[0], generator, uniform=cfg.flow_use_uniform_schedule,
+                sigmas = flow.sample_sigmas(latents.shape[0], noise_generator, uniform=cfg.flow_use_uniform_schedule,
                                             sigmoid_scale=cfg.flow_sigmoid_scale,
-                                            shift=family.training_shift(latents)).to(accelerator.device)
+                                            shift=family.training_shift(latents))
                 noisy = flow.noisy_latents(latents, noise, sigmas)
                 model_sigmas, weight = sigmas, None
                 if batch.first_frame is not None:  # image-to-video clips (video.is_i2v): frame 0 is given
-                    noisy, model_sigmas, weight = flow.condition_on_first_frame(noisy, batch.first_frame, sigmas)
+                    noisy, model_sigmas, weight = flow.condition_on_first_frame(
+                        noisy, _to_device(batch.first_frame, accelerator.device), sigmas)
                 with accelerator.autocast(), sharding.syncing(accelerator, model, sync=micro == accum - 1):
                     goal = flow.target(latents, noise)
                     if prior_preservation and batch.is_regularisation.any():
                         goal = trainable.prior_target(raw_model, family, noisy, model_sigmas, text, goal,
-                                                      batch.is_regularisation.to(accelerator.device))
+                                                      _to_device(batch.is_regularisation, accelerator.device))
                     prediction = family.predict(model, noisy, model_sigmas, text)
                     loss = flow.loss(prediction, goal, weight)
                     inputs = LossInputs(latents, noise, sigmas, prediction, text)
@@ -259,13 +262,17 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
                     accelerator.backward(loss / accum)
                 step_loss += loss.detach() / accum
 
-            # Each process's GPU memory rides along with its loss: one gather and one copy to the host.
-            gathered = accelerator.gather(torch.cat([step_loss.reshape(1).double(),
+            # Measured (and clipped) before the loss is read, so the gradient norm and each process's GPU
+            # memory ride along with the loss: one gather and one copy to the host, the step's one wait.
+            norm = _clip(accelerator, trained, cfg)
+            gathered = accelerator.gather(torch.cat([step_loss.reshape(1).double(), norm.reshape(1).double(),
                                                      device_counters(accelerator.device)]).reshape(1, -1)).cpu()
-            losses, gpu_memory = gathered[:, 0], gathered[:, 1:]
+            losses, grad_norm, gpu_memory = gathered[:, 0], float(gathered[0, 1]), gathered[:, 2:]
             if not torch.isfinite(losses).all():
                 # NaN guard: skip this update everywhere, stop after too many in a row.
                 optimizer.zero_grad(set_to_none=True)
+                if accelerator.scaler is not None:  # fp16: the clip unscaled this step; lower the scale, as a skip does
+                    accelerator.scaler.update()
                 nan_streak += 1
                 events.emit("log", level="warning",
                             message=f"step {step + 1}: non-finite loss, update skipped ({nan_streak} in a row)")
@@ -278,7 +285,6 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
                     )
                 continue
             nan_streak = 0
-            grad_norm = _clip(accelerator, trained, cfg)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -358,20 +364,29 @@ def _total_steps(cfg: TrainConfig, batches_per_epoch: int, accum: int) -> int:
     return int(cfg.num_train_epochs) * max(1, math.ceil(batches_per_epoch / accum))
 
 
-def _drop_captions(text: dict[str, torch.Tensor], empty: dict[str, torch.Tensor], drop: torch.Tensor,
-                   device: torch.device) -> dict[str, torch.Tensor]:
-    """Replace the dropped samples' prompt embeddings with the empty prompt's."""
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` on `device`; to a GPU through pinned memory without blocking (a pageable copy would make
+    the host wait for the GPU's queue to drain, every step)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def _drop_captions(text: dict[str, torch.Tensor], empty: dict[str, torch.Tensor],
+                   drop: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Replace the dropped samples' prompt embeddings with the empty prompt's (all on the same device)."""
     out = {}
     for key, value in text.items():
-        blank = empty[key].to(device, value.dtype).unsqueeze(0).expand_as(value)
-        mask = drop.to(device).view(-1, *([1] * (value.ndim - 1)))
+        blank = empty[key].to(value.dtype).unsqueeze(0).expand_as(value)
+        mask = drop.view(-1, *([1] * (value.ndim - 1)))
         out[key] = torch.where(mask, blank, value)
     return out
 
 
-def _clip(accelerator: Accelerator, trained: list[torch.nn.Parameter], cfg: TrainConfig) -> float | None:
+def _clip(accelerator: Accelerator, trained: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.Tensor:
     """Clip by norm or by value as configured (0 = off), the model's and the loss terms' gradients
-    together (CREPA's head is trained too); returns the gradient norm before clipping."""
+    together (CREPA's head is trained too); returns the gradient norm before clipping, on the device
+    (0-dim, the whole model's under FSDP), without waiting for it."""
     limit = float(cfg.max_grad_norm or 0.0)
     params = [p for p in trained if p.grad is not None]
     by_norm = cfg.grad_clip_method == "norm" and limit > 0
@@ -381,5 +396,5 @@ def _clip(accelerator: Accelerator, trained: list[torch.nn.Parameter], cfg: Trai
     if cfg.grad_clip_method == "value" and limit > 0:
         # torch's own: accelerate's would unscale fp16 gradients a second time.
         torch.nn.utils.clip_grad_value_(params, limit)
-    return sharding.as_float(norm)  # a sharded model's norm comes as a DTensor over the shards
+    return sharding.whole(norm)  # a sharded model's norm comes as a DTensor over the shards
 

@@ -117,13 +117,12 @@ def describe(model: nn.Module, processes: int) -> str:
             f"{whole:,} weights (this one {held:,}), with their gradients, optimizer state and EMA")
 
 
-def as_float(norm: Any) -> float | None:
-    """A gradient norm clip_grad_norm_ returned (a DTensor over shards) as a number."""
+def whole(norm: torch.Tensor) -> torch.Tensor:
+    """The whole model's gradient norm as a plain tensor (clip_grad_norm_ of a sharded model returns a
+    DTensor over the shards); nothing waits for it."""
     from torch.distributed.tensor import DTensor
 
-    if norm is None:
-        return None
-    return float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm
 
 
 def full_weights(model: nn.Module) -> dict[str, torch.Tensor]:
