@@ -177,6 +177,10 @@ INSTEAD: dict[str, str] = {
     "deepspeed_config": "tuner does not run DeepSpeed; for sharded full-rank training set fsdp_enable: true "
                         "(FSDP2 shards the weights, gradients and optimizer state over the processes, as ZeRO-3 "
                         "does) and launch several processes (--num-processes); adapters train with DDP",
+    "fsdp_cpu_offload": "not built yet (under NCCL, torch's clip_grad_norm_ of offloaded gradients fails); with "
+                        "fsdp_enable each GPU already holds 1/N of the weights, gradients and optimizer state: add "
+                        "processes, set ema_device: cpu, or pick an optimizer with smaller state (adamw_bf16, "
+                        "bnb-adamw8bit)",
 }
 
 # Keys SimpleTuner reads from a multidatabackend.json entry (from its dataloader documentation);
