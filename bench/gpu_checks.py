@@ -11,6 +11,8 @@ Each check prints PASS / FAIL / SKIP, its name and its figure, then the script e
   ours; and LoKr, saved and loaded onto a fresh nf4 base, giving our output again;
 - sana_full_step_profile: a Sana 1.6B full-rank step (bf16, adamw_bf16, checkpointing) with the EMA on
   the GPU and on the CPU: the EMA's share of the step (< 10 %) and host syncs per step (<= 2);
+- engine_step_syncs: the engine's own training step (tiny Sana, bf16) waits for the GPU at most once
+  (the loss read), by torch's sync debug mode;
 - group_offload_refused: diffusers' group offload under a 3-step training loop on CUDA, which tuner
   refuses (engine/offload.py): PASS when it indeed breaks, FAIL when it trains (the refusal could go);
 - estimator_vs_measured: every single- and multi-GPU preset's training step (one GPU, no DDP) at its
@@ -37,7 +39,8 @@ from types import SimpleNamespace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from shapes import random_transformer, transformer_config  # noqa: E402 - bench/ is on the path
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # shapes.py, when imported from elsewhere
+from shapes import random_transformer, transformer_config  # noqa: E402
 
 GIB = 1024 ** 3
 CHECKS: dict[str, Callable[[argparse.Namespace], tuple[bool | None, str]]] = {}
@@ -318,6 +321,47 @@ def sana_full_step_profile(args) -> tuple[bool | None, str]:
         del ema
     figures.append(f"peak {_peak_gib():.1f} GiB at batch 4, 1024 px")
     return ok, "; ".join(figures)
+
+
+@check
+def engine_step_syncs(args) -> tuple[bool | None, str]:
+    """The engine's own step (tiny Sana, bf16): how often the host waits for the GPU, from torch's sync
+    debug mode between the first step and the stop. The loop reads the loss, gradient norm and memory
+    in one copy (the NaN guard needs the loss before the update); everything else stays queued."""
+    import torch
+
+    from tuner.engine.config import load_bundle
+    from tuner.engine.events import EventWriter
+    from tuner.engine.tiny import build_tiny_sana
+    from tuner.engine.train.control import Control
+    from tuner.engine.train.loop import train
+    from tuner.presets.demo import write_demo_config
+
+    work = Path(tempfile.mkdtemp(dir=args.work))
+    config = write_demo_config(work, model_dir=build_tiny_sana(args.work / "tiny-sana"), images=16,
+                               max_train_steps=steps, validation_disable=True, validation_step_interval=0,
+                               checkpoint_step_interval=0, use_ema=False, mixed_precision="bf16",
+                               optimizer="adamw_bf16", caption_dropout_probability=0.1)
+    steps, watched = 12, {"from": None}
+
+    def listener(event):
+        if event["type"] == "progress" and watched["from"] is None:
+            watched["from"] = event["step"]
+            torch.cuda.set_sync_debug_mode("warn")
+        elif event["type"] == "status" and event.get("phase") == "saving":  # the stop's checkpoint
+            torch.cuda.set_sync_debug_mode("default")
+
+    events = EventWriter(work / "events.jsonl")
+    events.add_listener(listener)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(load_bundle(config), events=events, control=Control(work), preview_dir=work / "previews",
+              stop_after=steps)
+    steps -= watched["from"] or 0
+    syncs = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+    per_step = len(syncs) / max(1, steps)
+    first = f"; the first: {syncs[0]}" if syncs else ""
+    return per_step <= 1.0, f"{per_step:.1f} host syncs per step over {steps} steps (at most 1){first}"
 
 
 @check

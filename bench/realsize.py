@@ -37,7 +37,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-from shapes import SHAPES, random_transformer, transformer_config  # noqa: E402 - bench/ is on the path
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # shapes.py, when imported from elsewhere
+from shapes import SHAPES, random_transformer, transformer_config  # noqa: E402
 
 GIB = 1024 ** 3
 # Rows beyond one per preset: the 1.6B full-rank recipe on Sana's other published size.
