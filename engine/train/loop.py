@@ -133,7 +133,7 @@ def train(bundle: ConfigBundle, *, events: EventWriter, control: Control, previe
                     "unsharded; launch several processes (num_processes) to shard the model over them")
     # TREAD (tread_config): a share of the image tokens skips a span of blocks, in training only.
     if cfg.tread_config is not None:
-        router = tread.TokenRouter(model, cfg.model_family, cfg.tread_config.model_dump(), generator)
+        router = tread.TokenRouter(model, cfg.model_family, cfg.tread_config.model_dump(), noise_generator)
         events.emit("log", level="info", message=router.describe())
     compiled.use_tf32(cfg, accelerator.device)
     if (said := compiled.compile_model(model, cfg)) is not None:

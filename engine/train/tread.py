@@ -17,8 +17,8 @@ How the tokens are chosen follows the family's blocks:
   per-token timesteps when training image-to-video).
 
 It is written as forward hooks, so diffusers' models run unchanged: a hook on the transformer
-draws the selection once per training forward (from the loop's generator, so a resume draws the
-same), a hook before the first routed block keeps the chosen tokens and holds all of them, and a
+draws the selection once per training forward (from the loop's noise generator, on the GPU when
+training there, so a resume draws the same), a hook before the first routed block keeps the chosen tokens and holds all of them, and a
 hook after the last one puts the chosen tokens back among the held ones. Gradient checkpointing's
 recomputation runs the block hooks again with the same selection, so it recomputes the same thing.
 Validation never routes: the hooks act only in training mode with gradients on.
@@ -123,7 +123,7 @@ class TokenRouter:
 
     def _subset(self, n: int, k: int, device: torch.device) -> torch.Tensor:
         """k of range(n), drawn at random and kept in order."""
-        return torch.randperm(n, generator=self.generator)[:k].sort().values.to(device)
+        return torch.randperm(n, generator=self.generator, device=self.generator.device)[:k].sort().values.to(device)
 
     def _narrow(self, args: list, kwargs: dict, route: Route, tokens: int) -> None:
         """A grid family's block arguments for the routed tokens: the smaller height and width, and the
