@@ -421,8 +421,8 @@ def estimator_vs_measured(args) -> tuple[bool | None, str]:
         config = {"model_family": preset.model_family, "model_type": preset.model_type,
                   **{k: preset.dataset[k] for k in ("resolution", "resolution_type") if k in preset.dataset},
                   **({"num_frames": video["num_frames"]} if "num_frames" in video else {}), **preset.config}
-        parts = vram.estimate(config, {"gpus": 1})["parts"]
-        estimate = sum(v for k, v in parts.items() if not k.startswith("caching_") and k != "vae")
+        estimated = vram.estimate(config, {"gpus": 1})
+        estimate = estimated["peaks"]["training"] - estimated["parts"]["vae"]  # this step holds no VAE
         size = vram.known_model(preset.config["pretrained_model_name_or_path"], preset.model_family)
         key = {"sd3": "sd3.5-large" if size["params"] > 5e9 else "sd3.5-medium", "sana": "sana-1.6b",
                "sanavideo": "sanavideo-2b"}[preset.model_family]

@@ -11,7 +11,7 @@ the Wan VAE 16 channels at 8x) but one small layer each: they only fill the cach
 
 The table: median s/step after the warm-up steps, samples/s, peak memory (the torch allocator and
 NVML's figure for this process; the CPU shows peak RSS), the preset's VRAM estimate (its training
-part, engine/vram.py) beside the peak, model FLOPs per step (3x the forward's, counted by torch's
+peak, engine/vram.py) beside the measured one, model FLOPs per step (3x the forward's, counted by torch's
 FlopCounterMode on the meta device), MFU against the GPU's dense bf16 peak, and ours/bare.
 
 Run on a GPU: python bench/realsize.py [--presets a,b] [--steps 20] [--work DIR] [--peak-tflops N]
@@ -47,24 +47,20 @@ EXTRA_ROWS = (("sana-1.6b-24gb-full", "sana-600m"),)
 PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),
                     ("A100", 312.0), ("L40S", 362.1), ("RTX 4090", 165.2), ("RTX 3090", 71.0))
 # What the CPU cannot run, and what --cpu trains instead (named in the row's note).
-CPU_SWAPS = {"mixed_precision": {"bf16": "no"},  # bf16 matmuls crawl on CPUs without AMX (30 s a step)
+# bf16 matmuls crawl on CPUs without AMX: one SD3.5 Medium block took 29.7 s a step in bf16, 1.28 s in fp32.
+CPU_SWAPS = {"mixed_precision": {"bf16": "no"},
              "optimizer": {"adamw_bf16": "optimi-adamw"}}  # adamw_bf16 trains bf16 weights only
 
 
 # --- model folders -------------------------------------------------------------------------------
 
-def family_of(key: str) -> str:
-    return "sd3" if key.startswith("sd3") else "sanavideo" if key.startswith("sanavideo") else "sana"
-
-
-def build_model(key: str, work: Path, layers: int | None) -> Path:
+def build_model(key: str, family: str, work: Path, layers: int | None) -> Path:
     """A diffusers folder of `key`: the real transformer (first `layers` blocks when given) beside
     real-width, one-layer text encoders and VAE, over the tiny model's tokenizers and scheduler."""
     import torch
 
     from tuner.engine import families
 
-    family = family_of(key)
     out = work / f"{key}-{layers or 'all'}-layers"
     if (out / "realsize.json").is_file():
         return out
@@ -106,9 +102,10 @@ def _encoders(family: str, folder: Path) -> dict:
         vocab_size=vocab("tokenizer"), hidden_size=2304, intermediate_size=64, num_hidden_layers=1,
         num_attention_heads=1, num_key_value_heads=1, head_dim=64, max_position_embeddings=8192,
         pad_token_id=0, eos_token_id=1, bos_token_id=2, attn_implementation="eager"))
-    if family == "sanavideo":
-        vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                               temperal_downsample=[False, True, True])
+    if family == "sanavideo":  # the tiny Wan VAE has the real 16 channels at 8x (4x in time) already
+        from tuner.engine.tiny.sanavideo import SANAVIDEO_VAE
+
+        vae = AutoencoderKLWan(**SANAVIDEO_VAE)
     else:  # DC-AE f32c32: six stages (five 2x downsamplings), 32 latent channels
         stages = ("ResBlock",) * 3 + ("EfficientViTBlock",) * 3
         multiscales = ((),) * 3 + ((5,),) * 3
@@ -152,6 +149,7 @@ def write_dataset(folder: Path, video: bool, size: tuple[int, int], frames: int,
 
 def write_config(preset, model: Path, work: Path, steps: int, cpu: bool) -> tuple[Path, list[str]]:
     """The preset laid over this row's model and data (CPU: small sizes, swaps); (config folder, notes)."""
+    from tuner.engine import families
     from tuner.presets import apply_preset
 
     video = preset.model_family == "sanavideo"
@@ -159,7 +157,12 @@ def write_config(preset, model: Path, work: Path, steps: int, cpu: bool) -> tupl
     resolution = int(preset.dataset.get("resolution", preset.config.get("resolution", 1024)))
     if cpu:
         resolution, frames = (64, 5) if video else (128, 1)
-    size = (resolution * 832 // 480 // 32 * 32, resolution) if video else (resolution, resolution)
+    if video:  # the card's frame (832x480) at this height, on the family's pixel grid
+        card = families.card("sanavideo")
+        width, height = card.frame_size
+        size = (resolution * width // height // card.pixel_alignment * card.pixel_alignment, resolution)
+    else:
+        size = (resolution, resolution)
     batch = int(preset.config.get("train_batch_size", 1))
     data = write_dataset(work.parent / f"data-{size[0]}x{size[1]}x{frames}", video, size, frames, max(4, 2 * batch))
     config_dir = work / "config"
@@ -195,7 +198,7 @@ def write_config(preset, model: Path, work: Path, steps: int, cpu: bool) -> tupl
 
 
 def vram_estimate_gb(config_dir: Path) -> float:
-    """The estimator's training part for this row's config (its caching and VAE peaks left out)."""
+    """The estimator's training peak for this row's config (before fragmentation and the CUDA context)."""
     from tuner.engine import vram
 
     config = json.loads((config_dir / "config.json").read_text())
@@ -204,8 +207,7 @@ def vram_estimate_gb(config_dir: Path) -> float:
                   resolution_type=dataset.get("resolution_type", config.get("resolution_type")))
     if "video" in dataset:
         config["num_frames"] = dataset["video"]["num_frames"]
-    parts = vram.estimate(config, {"gpus": 1})["parts"]
-    return sum(v for k, v in parts.items() if not k.startswith("caching_") and k != "vae")
+    return vram.estimate(config, {"gpus": 1})["peaks"]["training"]
 
 
 # --- the two runs, each in a process of its own ----------------------------------------------------
@@ -273,10 +275,11 @@ def run_bare(config_dir: Path, steps: int, warmup: int) -> dict:
     from tuner.engine.train.loop import weight_dtype_for
     from tuner.engine.train.optim import make_optimizer
 
-    cfg = load_bundle(config_dir).train
+    bundle = load_bundle(config_dir)
+    cfg = bundle.train
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     family = family_class(cfg.model_family)(cfg, device, weight_dtype_for(cfg))
-    data = prepare_data(load_bundle(config_dir), family)  # the engine's run has filled the caches
+    data = prepare_data(bundle, family)  # the engine's run has filled the caches
     family.unload_text_encoders()
     accum = max(1, int(cfg.gradient_accumulation_steps or 1))
     batches = [data.next_batch() for _ in range(steps * accum)]
@@ -413,7 +416,7 @@ def main() -> int:
         row = work / "runs" / f"{preset.name}-{key}"
         shutil.rmtree(row, ignore_errors=True)
         try:
-            model = build_model(key, work / "models", layers)
+            model = build_model(key, preset.model_family, work / "models", layers)
             config_dir, notes = write_config(preset, model, row, steps, args.cpu)
             ours = run_child("ours", config_dir, steps, warmup)
             shutil.rmtree(row / "output")  # its stop checkpoint: the bare run's config must pass the check again
@@ -436,7 +439,7 @@ def main() -> int:
         print(lines[-1], flush=True)
     print("\n" + header + "\n" + "\n".join(lines))
     print("peak: the torch allocator's on a GPU, the process's RSS on the CPU; estimate: engine/vram.py's training "
-          "part (GB); model FLOPs: 3x the forward's")
+          "peak (GiB); model FLOPs: 3x the forward's")
     return 1 if failed else 0
 
 

@@ -268,7 +268,8 @@ def _trainable(model: dict[str, Any], cfg: dict[str, Any]) -> float:
 
 def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
              model: dict[str, Any] | None = None) -> dict[str, Any]:
-    """{"total_gb", "parts" (GB per item, both peaks), "assumptions"} for one GPU of a run of `config`.
+    """{"total_gb", "parts" (GB per item, all peaks), "peaks" (GB: training, validation, caching, before
+    fragmentation and the CUDA context), "assumptions"} for one GPU of a run of `config`.
 
     `hardware` may give "gpus" (a count or probe()'s list; more than one adds DDP buckets);
     `model` overrides the lookup (e.g. model_from_folder of a local base).
@@ -400,4 +401,4 @@ def estimate(config: dict[str, Any], hardware: dict[str, Any] | None = None, *,
     total = (peaks[worst] * (1 + FRAGMENTATION)) / GB + CONTEXT_GB
     notes.append(f"peak while {worst}; {tokens} tokens per sample, {trainable / 1e6:.1f} M trainable weights")
     return {"total_gb": round(total, 2), "parts": {k: round(v / GB, 3) for k, v in parts.items()},
-            "assumptions": notes}
+            "peaks": {k: round(v / GB, 3) for k, v in peaks.items()}, "assumptions": notes}

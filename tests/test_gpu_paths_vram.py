@@ -77,3 +77,14 @@ def test_the_convolutional_feed_forward_is_read_from_the_family_card():
     assert families.card("sd3").conv_feed_forward is None
     sana = vram.default_model("sana")
     assert vram.conv_params(sana) / sana["params"] == pytest.approx(0.47, abs=0.02)
+
+
+def test_the_estimate_names_each_peak_and_its_total_is_the_largest_one():
+    """The benchmarks set the training peak beside the measured one; the total is the worst peak."""
+    estimate = vram.estimate({**VIDEO_LORA, "num_frames": 81})
+    peaks = estimate["peaks"]
+    assert set(peaks) == {"training", "validation", "caching"}
+    training_parts = {k: v for k, v in estimate["parts"].items() if not k.startswith(("validation_", "caching_"))}
+    assert peaks["training"] == pytest.approx(sum(training_parts.values()), abs=0.01)
+    worst = max(peaks.values())
+    assert estimate["total_gb"] == pytest.approx(worst * (1 + vram.FRAGMENTATION) + vram.CONTEXT_GB, abs=0.01)
